@@ -1,0 +1,225 @@
+"""Drop-in bidirectional layers: one weight, `layer(x)` encodes, `layer.reverse(z)` decodes.
+
+BiConv2d takes nn.Conv2d's arguments and loads an nn.Conv2d state_dict (its reverse bias, `reverse_bias`,
+is the one extra parameter); BiLinear does the same for nn.Linear. The reverse direction reads the same
+weight tensor: no transposed or flipped copy exists.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+import bvae_kernels as bk
+from bvae_kernels.activation import ActivationLike, resolve_activation
+from bvae_kernels.ops import conv_transpose_output_size
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    values = tuple(value)
+    if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return values  # type: ignore[return-value]
+
+
+class _ReverseBiasMixin:
+    """Lets a state_dict of the unidirectional twin (nn.Conv2d / nn.Linear) load: reverse_bias is extra."""
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict,
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list,
+        unexpected_keys: list,
+        error_msgs: list,
+    ) -> None:
+        key = prefix + "reverse_bias"
+        has_reverse_bias = getattr(self, "reverse_bias", None) is not None
+        if has_reverse_bias and key not in state_dict and prefix + "weight" in state_dict:
+            state_dict[key] = self.reverse_bias.detach().clone()
+        super()._load_from_state_dict(  # type: ignore[misc]
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+
+class BiConv2d(_ReverseBiasMixin, nn.Module):
+    """A bidirectional conv: forward a(conv2d(x, W) + b_f), reverse a(conv_transpose2d(z, W) + b_r)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] | str = 0,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        activation: ActivationLike = "gnova",
+        backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"BiConv2d: {name} must be a positive int, got {value!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1:
+            raise ValueError(f"BiConv2d: kernel_size and stride must be >= 1, got {self.kernel_size}, {self.stride}")
+        if _pair(dilation, "dilation") != (1, 1):
+            raise ValueError(f"BiConv2d: dilation={dilation!r} is not supported (only 1)")
+        if groups != 1:
+            raise ValueError(f"BiConv2d: groups={groups!r} is not supported (only 1)")
+        if padding_mode != "zeros":
+            raise ValueError(f"BiConv2d: padding_mode={padding_mode!r} is not supported (only 'zeros')")
+        if isinstance(padding, str):
+            if padding == "valid":
+                self.padding = (0, 0)
+            elif padding == "same":
+                if self.stride != (1, 1):
+                    raise ValueError("BiConv2d: padding='same' is not supported for strided convolutions")
+                if any(k % 2 == 0 for k in self.kernel_size):
+                    raise ValueError(
+                        f"BiConv2d: padding='same' needs odd kernel sizes here (got {self.kernel_size}); "
+                        "even kernels would need asymmetric padding, which the reverse direction cannot mirror"
+                    )
+                self.padding = (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
+            else:
+                raise ValueError(f"BiConv2d: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+        else:
+            self.padding = _pair(padding, "padding")
+            if min(self.padding) < 0:
+                raise ValueError(f"BiConv2d: padding must be >= 0, got {self.padding}")
+        self.activation = resolve_activation(activation)
+        self.backend = backend
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, **factory))
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self.reverse_bias = nn.Parameter(torch.empty(in_channels, **factory)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nn.Conv2d's initialization; the reverse bias uses the reverse direction's fan-in."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        kh, kw = self.kernel_size
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_channels * kh * kw)
+            nn.init.uniform_(self.bias, -bound, bound)
+        if self.reverse_bias is not None:
+            bound = 1 / math.sqrt(self.out_channels * kh * kw)
+            nn.init.uniform_(self.reverse_bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode: a(conv2d(x, W) + b_f). x: [N, C_in, H, W] or [C_in, H, W]."""
+        return bk.bi_conv2d(
+            x,
+            self.weight,
+            self.bias,
+            stride=self.stride,
+            padding=self.padding,
+            activation=self.activation,
+            backend=self.backend,
+        )
+
+    def output_padding_for(self, input_hw: Sequence[int], output_size: Sequence[int]) -> tuple[int, int]:
+        """The output_padding that makes the reverse direction produce `output_size` (H, W) from `input_hw`."""
+        target = tuple(output_size)[-2:]
+        pads = []
+        for i in range(2):
+            smallest = conv_transpose_output_size(input_hw[i], self.kernel_size[i], self.stride[i], self.padding[i], 0)
+            extra = target[i] - smallest
+            if not 0 <= extra < self.stride[i]:
+                raise ValueError(
+                    f"BiConv2d.reverse: output_size {tuple(target)} is unreachable from input {tuple(input_hw)}: "
+                    f"dim {i} must be in [{smallest}, {smallest + self.stride[i] - 1}]"
+                )
+            pads.append(extra)
+        return (pads[0], pads[1])
+
+    def reverse(self, z: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
+        """Decode through the same weight: a(conv_transpose2d(z, W) + b_r).
+
+        `output_size` (…, H, W) picks the output_padding, as for nn.ConvTranspose2d (needed to invert a
+        strided forward exactly, e.g. 28 -> 14 -> 28 with k=3, s=2, p=1).
+        """
+        output_padding = (0, 0)
+        if output_size is not None:
+            if not isinstance(z, torch.Tensor) or z.dim() not in (3, 4):
+                raise ValueError("BiConv2d.reverse: z must be a 3D or 4D tensor")
+            output_padding = self.output_padding_for(z.shape[-2:], output_size)
+        return bk.bi_conv2d_reverse(
+            z,
+            self.weight,
+            self.reverse_bias,
+            stride=self.stride,
+            padding=self.padding,
+            output_padding=output_padding,
+            activation=self.activation,
+            backend=self.backend,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, bias={self.bias is not None}, activation={self.activation}"
+        )
+
+
+class BiLinear(_ReverseBiasMixin, nn.Module):
+    """A bidirectional dense layer: forward a(x W^T + b_f), reverse a(z W + b_r)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        activation: ActivationLike = "gnova",
+        backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"BiLinear: {name} must be a positive int, got {value!r}")
+        self.in_features, self.out_features = in_features, out_features
+        self.activation = resolve_activation(activation)
+        self.backend = backend
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
+        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self.reverse_bias = nn.Parameter(torch.empty(in_features, **factory)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nn.Linear's initialization; the reverse bias uses the reverse direction's fan-in."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -1 / math.sqrt(self.in_features), 1 / math.sqrt(self.in_features))
+        if self.reverse_bias is not None:
+            nn.init.uniform_(self.reverse_bias, -1 / math.sqrt(self.out_features), 1 / math.sqrt(self.out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode: a(x W^T + b_f). x: [*, in_features]."""
+        return bk.bi_linear(x, self.weight, self.bias, activation=self.activation, backend=self.backend)
+
+    def reverse(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode through the same weight: a(z W + b_r). z: [*, out_features]."""
+        return bk.bi_linear_reverse(z, self.weight, self.reverse_bias, activation=self.activation, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, activation={self.activation}"
+        )

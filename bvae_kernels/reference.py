@@ -1,0 +1,59 @@
+"""The naive eager path (backend "torch"): F.conv2d / F.conv_transpose2d / F.linear and elementwise G-NoVa.
+
+It is the oracle for every test and the baseline for every benchmark, so it stays as plain as possible.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .activation import ActivationLike, GNoVa, gnova_reference, resolve_activation
+
+
+def _act(activation: ActivationLike) -> GNoVa:
+    return resolve_activation(activation)
+
+
+def gnova(u: torch.Tensor, alpha: float = 0.1, beta: float = 1.0, gamma: float = 1.0) -> torch.Tensor:
+    return gnova_reference(u, alpha, beta, gamma)
+
+
+def bi_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    activation: ActivationLike = "gnova",
+) -> torch.Tensor:
+    """Forward direction: a(conv2d(x, W) + b_f)."""
+    return _act(activation)(F.conv2d(x, weight, bias, stride, padding))
+
+
+def bi_conv2d_reverse(
+    z: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    output_padding: int | tuple[int, int] = 0,
+    activation: ActivationLike = "gnova",
+) -> torch.Tensor:
+    """Reverse direction through the same W: a(conv_transpose2d(z, W) + b_r)."""
+    return _act(activation)(F.conv_transpose2d(z, weight, bias, stride, padding, output_padding))
+
+
+def bi_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, activation: ActivationLike = "gnova"
+) -> torch.Tensor:
+    """Forward direction: a(x W^T + b_f)."""
+    return _act(activation)(F.linear(x, weight, bias))
+
+
+def bi_linear_reverse(
+    z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, activation: ActivationLike = "gnova"
+) -> torch.Tensor:
+    """Reverse direction: a(z W + b_r)."""
+    pre = torch.matmul(z, weight)
+    return _act(activation)(pre + bias if bias is not None else pre)
