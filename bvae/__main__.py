@@ -1,0 +1,5 @@
+import sys
+
+from bvae.cli import main
+
+sys.exit(main())
