@@ -21,7 +21,10 @@ from bvae_kernels.ops import conv_transpose_output_size
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
-    values = tuple(value)
+    try:
+        values = tuple(value)
+    except TypeError:  # a float, None, ...: name the argument instead of "object is not iterable"
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
     if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     return values  # type: ignore[return-value]
@@ -134,7 +137,9 @@ class BiConv2d(_ReverseBiasMixin, nn.Module):
 
     def output_padding_for(self, input_hw: Sequence[int], output_size: Sequence[int]) -> tuple[int, int]:
         """The output_padding that makes the reverse direction produce `output_size` (H, W) from `input_hw`."""
-        target = tuple(output_size)[-2:]
+        target = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)[-2:]
+        if len(target) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in target):
+            raise ValueError(f"BiConv2d.reverse: output_size must end in (H, W) ints, got {output_size!r}")
         pads = []
         for i in range(2):
             smallest = conv_transpose_output_size(input_hw[i], self.kernel_size[i], self.stride[i], self.padding[i], 0)

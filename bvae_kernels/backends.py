@@ -108,6 +108,29 @@ def _default_chain(device_type: str) -> tuple[str, ...]:
 
 
 def resolve_backend(requested: str | None, device: torch.device, unsupported: str | None = None) -> str:
+    """Picks the backend for one call on tensors of `device` (see _resolve_backend); raises ValueError.
+
+    Under torch.compile the choice is made once, eagerly, at trace time (assume_constant_result): the
+    availability probes (a dispatcher query, imports) and the fallback warning cannot be traced, and a
+    graph break there would defeat fullgraph=True. Errors travel out as a constant and are raised here, so
+    that they stay ValueErrors under compile too.
+    """
+    choice = _resolve_backend_constant(requested, device, unsupported)
+    if choice.startswith("!"):
+        raise ValueError(choice[1:])
+    return choice
+
+
+@torch.compiler.assume_constant_result
+def _resolve_backend_constant(requested: str | None, device: torch.device, unsupported: str | None) -> str:
+    """The backend name, or "!" + the ValueError's message."""
+    try:
+        return _resolve_backend(requested, device, unsupported)
+    except ValueError as exc:
+        return "!" + str(exc)
+
+
+def _resolve_backend(requested: str | None, device: torch.device, unsupported: str | None = None) -> str:
     """Picks the backend for one call on tensors of `device`.
 
     `unsupported` is the reason the Triton kernels cannot serve this particular case (None if they can).

@@ -35,7 +35,10 @@ def _pair(value: IntPair, name: str) -> list[int]:
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     if isinstance(value, int):
         return [value, value]
-    values = list(value)
+    try:
+        values = list(value)
+    except TypeError:  # a float, None, ...: name the argument instead of "object is not iterable"
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
     if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     return values
@@ -67,6 +70,9 @@ def _check_tensor(t: object, name: str, op: str, ndims: tuple[int, ...]) -> torc
 
 def _check_same(op: str, named: dict[str, torch.Tensor | None]) -> None:
     tensors = {k: v for k, v in named.items() if v is not None}
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}: {name} must be a torch.Tensor or None, got {type(t).__name__}")
     first_name, first = next(iter(tensors.items()))
     for name, t in tensors.items():
         if t.device != first.device:
@@ -95,6 +101,8 @@ def _check_conv_config(op: str, stride: list[int], padding: list[int]) -> None:
 def _autocast(*tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
     """Casts floating inputs to the autocast dtype when autocast is on for their device (as F.conv2d does)."""
     first = next(t for t in tensors if t is not None)
+    if not all(t is None or isinstance(t, torch.Tensor) for t in tensors):
+        return list(tensors)  # _check_same reports the non-tensor
     device_type = first.device.type
     if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
         return list(tensors)
@@ -203,12 +211,78 @@ def fake_bi_linear_reverse(z, weight, bias, alpha, beta, gamma):  # noqa: ANN001
     return y, torch.empty_like(y)
 
 
+def _kernel_layout(t: torch.Tensor) -> torch.Tensor:
+    """csrc's to_kernel_layout: contiguous NCHW / NHWC tensors stay as they are, anything else is made contiguous."""
+    if t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)):
+        return t
+    return t.contiguous()
+
+
+def _fake_conv_backward(grad, inp, weight, u, stride, padding, output_padding, transposed, mask):  # noqa: ANN001, ANN202
+    """Mirrors csrc's conv_backward_impl: du in u's kernel layout, then ATen's convolution_backward.
+
+    ATen picks the gradients' memory format (channels_last when the input or the weight is), so the fake
+    asks ATen's own meta kernel instead of guessing with empty_like.
+    """
+    d_inp = d_weight = None
+    if mask[0] or mask[1]:
+        du = _kernel_layout(u)
+        d_inp, d_weight, _ = torch.ops.aten.convolution_backward(
+            du, inp, weight, None, stride, padding, [1, 1], transposed, output_padding, 1, [mask[0], mask[1], False]
+        )
+    d_bias = u.new_empty((u.shape[1],)) if mask[2] else None
+    return d_inp, d_weight, d_bias
+
+
+def fake_bi_conv2d_backward(grad, x, weight, u, stride, padding, alpha, beta, gamma, mask):  # noqa: ANN001, ANN201
+    return _fake_conv_backward(grad, x, weight, u, stride, padding, [0, 0], False, mask)
+
+
+def fake_bi_conv2d_reverse_backward(grad, z, weight, u, stride, padding, output_padding, alpha, beta, gamma, mask):  # noqa: ANN001, ANN201
+    return _fake_conv_backward(grad, z, weight, u, stride, padding, output_padding, True, mask)
+
+
+def fake_bi_linear_backward(grad, inp, weight, u, alpha, beta, gamma, mask):  # noqa: ANN001, ANN201
+    """csrc's dense backward returns fresh contiguous mm results, whatever the inputs' strides."""
+    d_inp = inp.new_empty(inp.shape) if mask[0] else None
+    d_weight = weight.new_empty(weight.shape) if mask[1] else None
+    d_bias = u.new_empty((u.shape[-1],)) if mask[2] else None
+    return d_inp, d_weight, d_bias
+
+
+def _fake_like_dense(u: torch.Tensor) -> torch.Tensor:
+    """csrc's gnova keeps a non-overlapping, dense tensor's strides and makes anything else contiguous."""
+    if _non_overlapping_and_dense(u):
+        return torch.empty_strided(u.shape, u.stride(), dtype=u.dtype, device=u.device)
+    return u.new_empty(u.shape)
+
+
+def _non_overlapping_and_dense(t: torch.Tensor) -> bool:
+    """ATen's is_non_overlapping_and_dense (not exposed as a Tensor method)."""
+    dims = sorted((d for d in range(t.dim()) if t.shape[d] != 1), key=lambda d: t.stride(d))
+    expected = 1
+    for d in dims:
+        if t.stride(d) != expected:
+            return False
+        expected *= t.shape[d]
+    return True
+
+
 def fake_bi_backward(grad, inp, weight, u, *rest):  # noqa: ANN001, ANN201
+    """A generic backward fake (gradients shaped like the inputs); kept for backends that reuse it."""
     mask = rest[-1]
     d_inp = torch.empty_like(inp) if mask[0] else None
     d_weight = torch.empty_like(weight) if mask[1] else None
     d_bias = u.new_empty((u.shape[1] if u.dim() == 4 else u.shape[-1],)) if mask[2] else None
     return d_inp, d_weight, d_bias
+
+
+FAKE_BACKWARDS = {
+    "bi_conv2d": fake_bi_conv2d_backward,
+    "bi_conv2d_reverse": fake_bi_conv2d_reverse_backward,
+    "bi_linear": fake_bi_linear_backward,
+    "bi_linear_reverse": fake_bi_linear_backward,
+}
 
 
 FAKES = {
@@ -222,16 +296,16 @@ FAKES = {
 def _register_compiled_ops() -> None:
     for name in BI_OPS:
         torch.library.register_fake(f"bvae::{name}")(FAKES[name])
-        torch.library.register_fake(f"bvae::{name}_backward")(fake_bi_backward)
+        torch.library.register_fake(f"bvae::{name}_backward")(FAKE_BACKWARDS[name])
         register_bi_autograd(f"bvae::{name}", getattr(torch.ops.bvae, f"{name}_backward"), reference_op(name))
 
     @torch.library.register_fake("bvae::gnova")
     def _fake_gnova(u, alpha, beta, gamma):  # noqa: ANN001, ANN202
-        return torch.empty_like(u)
+        return _fake_like_dense(u)
 
     @torch.library.register_fake("bvae::gnova_backward")
     def _fake_gnova_backward(grad, u, alpha, beta, gamma):  # noqa: ANN001, ANN202
-        return torch.empty_like(u)
+        return _fake_like_dense(u)
 
     def _gnova_setup(ctx, inputs, output):  # noqa: ANN001, ANN202
         ctx.params = inputs[1:]

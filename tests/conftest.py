@@ -1,0 +1,218 @@
+"""Shared test helpers: the tolerance table, relative-error measure, input layouts and reference comparison.
+
+Every comparison follows DESIGN section 6: the relative norm ||out - ref|| / ||ref|| against a float64
+reference computed from the same rounded inputs, for the value and for every gradient. NaN never passes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+import bvae_kernels as bk
+from bvae_kernels import backends
+
+# ----------------------------------------------------------------------------------------------------------
+# the one tolerance table (relative norm against a float64 reference of the same rounded inputs)
+# ----------------------------------------------------------------------------------------------------------
+TOL: dict[torch.dtype, float] = {
+    torch.float64: 1e-12,
+    torch.float32: 1e-5,  # tf32 off (CPU never uses tf32; the GPU tests switch it off)
+    torch.float16: 2e-3,
+    torch.bfloat16: 1e-2,
+}
+TOL_TF32 = 1e-3
+# Low precision: our error must also be at most LOWP_RATIO x torch's own error in that dtype (plus a floor
+# far below the dtype's rounding, so that a perfect torch result on a tiny case cannot fail us by luck).
+LOWP_RATIO = 2.0
+LOWP_FLOOR: dict[torch.dtype, float] = {torch.float16: 1e-4, torch.bfloat16: 5e-4}
+
+ACTIVATIONS = ["gnova", "sigmoid", "identity", None, bk.GNoVa(0.05, 2.0, 0.5)]
+
+# One intra-op thread: the shapes here are tiny, and on a shared 2-core machine OpenMP threads that spin
+# while other processes hold the cores make a 1-second gradcheck take a minute. BVAE_TEST_THREADS overrides.
+torch.set_num_threads(int(os.environ.get("BVAE_TEST_THREADS", "1")))
+
+cpu_ops = pytest.mark.skipif(not bk.compiled_ops_available(), reason="bvae_kernels._C is not built")
+gpu = pytest.mark.gpu
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """GPU-marked tests skip without CUDA."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _clean_backend_state(monkeypatch: pytest.MonkeyPatch):
+    """Each test starts without $BVAE_BACKEND and with the warn-once memory cleared."""
+    monkeypatch.delenv("BVAE_BACKEND", raising=False)
+    backends._warn_once.cache_clear()
+    yield
+    backends._warn_once.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# error measure
+# ----------------------------------------------------------------------------------------------------------
+def rel_err(out: torch.Tensor | None, ref: torch.Tensor | None) -> float:
+    """||out - ref|| / ||ref|| in float64; inf on a shape mismatch, a missing tensor or any NaN/inf mismatch."""
+    if out is None or ref is None:
+        return 0.0 if out is None and ref is None else float("inf")
+    if out.shape != ref.shape:
+        return float("inf")
+    out64, ref64 = out.detach().double().cpu(), ref.detach().double().cpu()
+    if out64.numel() == 0:
+        return 0.0
+    if not torch.isfinite(out64).all() or not torch.isfinite(ref64).all():
+        same = torch.equal(out64.isnan(), ref64.isnan()) and torch.equal(
+            out64.nan_to_num(0.0, 1.0, -1.0).isinf(), ref64.nan_to_num(0.0, 1.0, -1.0).isinf()
+        )
+        finite = torch.isfinite(ref64)
+        if not same or not torch.equal(out64[~finite & ~ref64.isnan()], ref64[~finite & ~ref64.isnan()]):
+            return float("inf")
+        out64, ref64 = out64[finite], ref64[finite]
+    denom = ref64.norm().item()
+    diff = (out64 - ref64).norm().item()
+    if denom == 0.0:
+        return 0.0 if diff == 0.0 else float("inf")
+    return diff / denom
+
+
+def assert_rel(out: torch.Tensor | None, ref: torch.Tensor | None, tol: float, what: str) -> float:
+    err = rel_err(out, ref)
+    assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.1e}"
+    return err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# inputs in a given memory layout: a leaf (what the gradient lands on) and the view the op sees
+# ----------------------------------------------------------------------------------------------------------
+LAYOUTS = ("contiguous", "channels_last", "sliced", "transposed")
+
+
+@dataclass
+class Arg:
+    """One tensor argument: its rounded leaf values and how to turn the leaf into what the op receives."""
+
+    leaf: torch.Tensor
+    view: Callable[[torch.Tensor], torch.Tensor]
+
+    def make(self, dtype: torch.dtype, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        leaf = self.leaf.detach().to(device=device, dtype=dtype).requires_grad_(True)
+        return leaf, self.view(leaf)
+
+
+def make_arg(
+    shape: Sequence[int], dtype: torch.dtype, layout: str = "contiguous", scale: float = 1.0, device: str = "cpu"
+) -> Arg:
+    """Random values rounded to `dtype` once (the float64 reference sees exactly these), in `layout`."""
+    shape = list(shape)
+    if layout == "contiguous" or (layout == "channels_last" and len(shape) != 4) or len(shape) == 0:
+        leaf, view = torch.randn(shape, dtype=torch.float64) * scale, lambda t: t
+    elif layout == "channels_last":
+        leaf = (torch.randn(shape, dtype=torch.float64) * scale).to(memory_format=torch.channels_last)
+        view = lambda t: t
+    elif layout == "sliced":
+        leaf = torch.randn([*shape[:-1], 2 * shape[-1]], dtype=torch.float64) * scale
+        view = lambda t: t[..., ::2]
+    elif layout == "transposed":
+        if len(shape) < 2:
+            leaf, view = torch.randn(shape, dtype=torch.float64) * scale, lambda t: t
+        else:
+            leaf = torch.randn([*shape[:-2], shape[-1], shape[-2]], dtype=torch.float64) * scale
+            view = lambda t: t.transpose(-1, -2)
+    else:
+        raise ValueError(f"unknown layout {layout!r}")
+    leaf = leaf.to(dtype).to(torch.float64)  # round once
+    return Arg(leaf.to(device), view)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# running an op with its gradients, and the full comparison against the float64 reference
+# ----------------------------------------------------------------------------------------------------------
+def run_with_grads(
+    fn: Callable[..., torch.Tensor],
+    args: Sequence[Arg | None],
+    dtype: torch.dtype,
+    grad_out: torch.Tensor | None,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, list[torch.Tensor | None], torch.Tensor]:
+    """Calls fn(*views); returns (y, grads of each leaf, the grad_out used)."""
+    leaves, views = [], []
+    for a in args:
+        if a is None:
+            leaves.append(None)
+            views.append(None)
+        else:
+            leaf, view = a.make(dtype, device)
+            leaves.append(leaf)
+            views.append(view)
+    y = fn(*views)
+    if grad_out is None:
+        grad_out = torch.randn(y.shape, dtype=torch.float64).to(dtype).to(torch.float64)
+    g = grad_out.to(device=y.device, dtype=y.dtype)
+    targets = [leaf for leaf in leaves if leaf is not None]
+    grads = iter(torch.autograd.grad(y, targets, g, allow_unused=True))
+    return y, [next(grads) if leaf is not None else None for leaf in leaves], grad_out
+
+
+def compare_to_reference(
+    ours: Callable[..., torch.Tensor],
+    ref: Callable[..., torch.Tensor],
+    args: Sequence[Arg | None],
+    dtype: torch.dtype,
+    names: Sequence[str],
+    device: str | torch.device = "cpu",
+    tol: float | None = None,
+) -> dict[str, float]:
+    """Value and every gradient of `ours` in `dtype` vs `ref` in float64 on the same rounded inputs.
+
+    For float16/bfloat16 also checks err(ours) <= LOWP_RATIO * err(ref run in that dtype) + LOWP_FLOOR.
+    Returns the measured errors by name ("y", "d<name>").
+    """
+    tol = TOL[dtype] if tol is None else tol
+    y, grads, g = run_with_grads(ours, args, dtype, None, device)
+    y64, grads64, _ = run_with_grads(ref, args, torch.float64, g, device)
+    assert y.dtype == dtype, f"output dtype {y.dtype}, expected {dtype}"
+    assert y.shape == y64.shape, f"output shape {tuple(y.shape)}, expected {tuple(y64.shape)}"
+    errs = {"y": assert_rel(y, y64, tol, "value")}
+    for name, gr, gr64 in zip(names, grads, grads64, strict=True):
+        if gr64 is None:
+            continue
+        assert gr is not None, f"d{name} is missing"
+        assert gr.dtype == dtype, f"d{name} has dtype {gr.dtype}"
+        errs[f"d{name}"] = assert_rel(gr, gr64, tol, f"d{name}")
+    if dtype in (torch.float16, torch.bfloat16):
+        y_lp, grads_lp, _ = run_with_grads(ref, args, dtype, g, device)
+        theirs = {"y": rel_err(y_lp, y64)}
+        for name, gr_lp, gr64 in zip(names, grads_lp, grads64, strict=True):
+            if gr64 is not None:
+                theirs[f"d{name}"] = rel_err(gr_lp, gr64)
+        for key, err in errs.items():
+            bound = LOWP_RATIO * theirs[key] + LOWP_FLOOR[dtype]
+            assert err <= bound, f"{key}: error {err:.3e} > {LOWP_RATIO} x torch's own {dtype} error {theirs[key]:.3e}"
+    return errs
+
+
+@functools.cache
+def has_cuda_kernels() -> bool:
+    return bk.compiled_ops_available() and torch._C._dispatch_has_kernel_for_dispatch_key("bvae::bi_conv2d", "CUDA")
+
+
+def env_backend() -> str | None:
+    return os.environ.get("BVAE_BACKEND")
