@@ -1,0 +1,1 @@
+"""pytest-benchmark suite (run by `make bench`, not `make test`)."""

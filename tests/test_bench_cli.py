@@ -1,0 +1,104 @@
+"""Smoke tests of `bvae bench` on CPU: it runs, writes results.json / results.csv / speedup.png / summary.md
+with the required columns, and its FLOP, byte and saved-memory accounting matches hand computations.
+No timing assertions: the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+import bvae_kernels as bk
+from bvae import bench
+from bvae.cli import main
+
+REQUIRED_ROW_KEYS = {
+    "case",
+    "backend",
+    "median_ms",
+    "shape",
+    "dtype",
+    "device",
+    "speedup_vs_eager",
+    "saved_mb",
+    "flops",
+    "min_bytes",
+    "pct_of_floor",
+    "tflops",
+    "gbs",
+}
+REQUIRED_META_KEYS = {"device", "device_name", "torch_version", "triton_version", "date", "platform", "peaks"}
+
+
+def _run(tmp_path, *extra: str) -> dict:
+    out = tmp_path / "bench"
+    rc = main(["bench", "--device", "cpu", "--no-progress", "--out", str(out), *extra])
+    assert rc == 0
+    for name in ("results.json", "results.csv", "speedup.png", "summary.md"):
+        assert (out / name).is_file(), name
+    assert (out / "speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = json.loads((out / "results.json").read_text())
+    with (out / "results.csv").open() as fh:
+        header = next(csv.reader(fh))
+    assert set(bench.CSV_COLUMNS) <= set(header)
+    assert REQUIRED_META_KEYS <= set(result["meta"])
+    return result
+
+
+def test_bench_quick_subset_writes_results(tmp_path, capsys):
+    result = _run(tmp_path, "--quick", "--cases", "bi_linear-fwd+bwd", "--reps", "3")
+    rows = [r for r in result["rows"] if r["status"] == "ok"]
+    backends = {r["backend"] for r in rows}
+    assert "torch" in backends
+    if "cpu" in bk.available_backends():
+        assert "cpu" in backends
+    for row in rows:
+        assert REQUIRED_ROW_KEYS <= set(row), REQUIRED_ROW_KEYS - set(row)
+        assert row["median_ms"] > 0 and row["n_samples"] == 3
+        assert row["torch_version"] == torch.__version__
+    eager = next(r for r in rows if r["backend"] == "torch")
+    assert eager["speedup_vs_eager"] == pytest.approx(1.0)
+    # hand count for x [64, 256] -> [64, 128], x needs grad: forward, dgrad and wgrad GEMMs, 2 FLOPs a MAC
+    assert eager["flops"] == 3 * 2 * 64 * 256 * 128
+    x, w, b, y = 64 * 256 * 4, 128 * 256 * 4, 128 * 4, 64 * 128 * 4
+    # forward reads x, W, b and writes y and u; backward reads grad, u, x, W and writes dx, dW, db
+    assert eager["min_bytes"] == (x + w + b + 2 * y) + (2 * y + x + w + x + w + b)
+    # eager autograd saves x (for dW) and sigmoid's output; the weight is a parameter, not counted
+    assert eager["saved_mb"] * 2**20 == pytest.approx(x + y)
+    for row in rows:
+        assert row["saved_mb"] <= eager["saved_mb"] + 1e-9
+    printed = capsys.readouterr().out
+    assert "median ms" in printed and "x eager" in printed and "% floor" in printed
+
+
+def test_bench_chain_case_is_the_foundation_measurement():
+    chain = [c for c in bench.CASES if c.name == bench.CHAIN_CASE]
+    assert {c.layout for c in chain} == {"nchw", "channels_last"}
+    for case in chain:
+        assert case.dims == {"n": 32, "cin": 32, "cout": 32, "h": 28, "w": 28, "k": 3, "s": 1, "p": 1}
+        assert case.dtype == "float32" and case.mode == "fwd+bwd" and not case.x_requires_grad
+    prepared = bench.prepare(chain[0], "torch", "cpu")
+    assert [t.requires_grad for t in prepared.params] == [True, True, True]  # weight and both biases
+
+
+def test_bench_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="device"):
+        bench.select_cases("tpu")
+    with pytest.raises(ValueError, match="cases"):
+        bench.run_benchmarks("cpu", quick=True, cases="no-such-case", progress=False)
+    with pytest.raises(ValueError, match="reps"):
+        bench.run_benchmarks("cpu", quick=True, cases="bi_linear", reps=0, progress=False)
+    with pytest.raises(ValueError, match="backend"):
+        bench.prepare(bench.CASES[0], "numpy", "cpu")
+
+
+@pytest.mark.slow
+def test_bench_quick_full_run(tmp_path):
+    result = _run(tmp_path, "--quick")
+    cases = {r["case"] for r in result["rows"] if r["status"] == "ok"}
+    assert {"gnova", "bi_conv2d", "bi_conv2d_reverse", "bi_linear", "bi_conv2d_chain"} <= cases
+    chain = [r for r in result["rows"] if r["case"] == "bi_conv2d_chain" and r["status"] == "ok"]
+    assert {"torch", "torch.compile"} <= {r["backend"] for r in chain}
