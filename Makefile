@@ -1,0 +1,52 @@
+# bvae-kernels: the README's two quick-start commands are `make demo` and `make test`.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+OUT ?= demo-out
+
+.PHONY: install deps demo test bench bench-quick bench-chain perf-readme gpu-check lint aot nvcc-check
+
+# torch first (the CPU build from the local file on the project's machines), then the package, built in place.
+deps:
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
+	$(PIP) install -q numpy packaging tqdm ninja pytest pytest-benchmark ruff matplotlib scikit-learn torchmetrics
+	$(PYTHON) -c "import triton" 2>/dev/null || $(PIP) install -q "triton==3.9.0" \
+	  || echo "triton not installed: the triton backend and its tests are skipped"
+
+install: deps
+	$(PIP) install --no-build-isolation --no-deps -e .
+
+demo: install
+	$(PYTHON) -m bvae demo --out $(OUT)
+
+test: install
+	$(PYTHON) -m pytest -q -ra
+
+lint:
+	ruff check .
+	ruff format --check .
+
+# Benchmarks are not part of `make test`.
+bench: install
+	$(PYTHON) -m pytest benchmarks --benchmark-only --benchmark-group-by=group --benchmark-sort=name \
+	  --benchmark-columns=median,iqr,min,rounds -p no:cacheprovider
+
+bench-quick:
+	BVAE_BENCH_QUICK=1 $(MAKE) bench
+
+# The Foundation issue's key measurement: cpu backend vs the eager reference, conv then reverse conv.
+bench-chain: install
+	$(PYTHON) -m bvae bench --device cpu --cases bi_conv2d_chain --rounds 3 --reps 30 --threads 2 \
+	  --out benchmarks/results/cpu-chain-2threads
+
+perf-readme:
+	$(PYTHON) scripts/render_perf.py --write
+
+nvcc-check:
+	bash .ci/nvcc_check.sh
+
+aot:
+	$(PYTHON) -m bvae_kernels.triton.aot --arch 80 90
+
+# On a GPU machine (its python3 has torch, triton, pytest; no network): build in place, GPU tests, benchmarks.
+gpu-check:
+	bash scripts/gpu_check.sh
