@@ -18,8 +18,11 @@ install: deps
 demo: install
 	$(PYTHON) -m bvae demo --out $(OUT)
 
+# Two runs: the Triton kernel tests need TRITON_INTERPRET=1 set before triton defines the kernels (they run
+# on CPU tensors through Triton's interpreter); in the first run they skip, saying so.
 test: install
 	$(PYTHON) -m pytest -q -ra
+	TRITON_INTERPRET=1 $(PYTHON) -m pytest -q -ra tests/test_triton_kernels.py tests/test_triton_ops.py
 
 lint:
 	ruff check .

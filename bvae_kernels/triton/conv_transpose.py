@@ -1,0 +1,222 @@
+# ruff: noqa: ANN001, ANN201 - @triton.jit kernels take untyped tensors/scalars (annotations mean constexpr to Triton)
+"""Reverse-direction convolution (conv_transpose2d through the forward layer's weight), in gather form;
+also the dgrad of the forward direction.
+
+    out[n, ci, oh, ow] = epilogue( sum_{co, i, j} z[n, co, ih, iw] * W[co, ci, i, j] ),
+    over the (i, j) with oh + P - i = S*ih and ow + P - j = S*iw
+
+The weight is the nn.Conv2d buffer [C_out, C_in, kh, kw] read with the roles of C_in/C_out swapped; no
+flipped copy exists: the flip is the index arithmetic ih = (oh + P - i) / S. Each output pixel is owned by
+one program (no atomics, deterministic, and the activation epilogue fuses since the sum is complete).
+
+Stride S is handled by splitting the output into S*S phases (grid axis 1): the pixels oh = ph + S*mh of one
+phase see only the taps i = r + S*t with r = (ph + P) mod S, and then ih = (ph + P) // S + mh - t exactly,
+so no tap is wasted on masked-out zeros (k=4, s=2, p=1 gives 2x2 taps per phase). Taps are unrolled
+with tl.static_range over ceil(k / S); a tap index past the kernel is skipped (scalar branch) and
+masked. (Tap masks are built block-shaped, `(x * 0 + i) < KH`: the interpreter turns
+`block_bool & scalar_bool` into an int mask.)
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .configs import PRUNE, gemm_configs
+from .conv import allow_tf32, gemm_epilogue, load_operand, mma, tile_ids
+
+
+@triton.jit
+def conv_transpose2d_kernel(
+    z_ptr,
+    zaux_ptr,
+    w_ptr,
+    b_ptr,
+    y_ptr,
+    u_ptr,
+    NB,
+    C_z,
+    Hz,
+    Wz,
+    C_o,
+    Ho,
+    Wo,
+    szn,
+    szc,
+    szh,
+    szw,
+    swo,
+    swi,
+    swh,
+    sww,
+    syn,
+    syc,
+    syh,
+    syw,
+    pad_h,
+    pad_w,
+    alpha,
+    beta,
+    gamma,
+    p_alpha,
+    p_beta,
+    p_gamma,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    SH: tl.constexpr,
+    SW: tl.constexpr,
+    PROLOGUE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    APPLY_ACT: tl.constexpr,
+    STORE_U: tl.constexpr,
+    ALLOW_TF32: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr = 8,
+):
+    """One [BLOCK_M pixels of one phase x BLOCK_N channels] tile of the reverse-direction conv.
+
+    z: [NB, C_z, Hz, Wz] (C_z = the weight's C_out); out: [NB, C_o, Ho, Wo] (C_o = the weight's C_in).
+    """
+    TH: tl.constexpr = (KH + SH - 1) // SH
+    TW: tl.constexpr = (KW + SW - 1) // SW
+    phase = tl.program_id(1)
+    ph = phase // SW
+    pw = phase % SW
+    hp = tl.cdiv(Ho - ph, SH)  # rows of this phase
+    wp = tl.cdiv(Wo - pw, SW)
+    M = NB * hp * wp
+    pid_m, pid_n = tile_ids(tl.program_id(0), NB * tl.cdiv(Ho, SH) * tl.cdiv(Wo, SW), C_o, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    m_mask = offs_m < M
+    n_mask = offs_n < C_o
+    hpw = tl.maximum(hp * wp, 1)  # an empty phase (Ho < S) has M = 0: every row masked, no division by 0
+    wp1 = tl.maximum(wp, 1)
+    n_idx = offs_m // hpw
+    rem = offs_m % hpw
+    mh = rem // wp1
+    mw = rem % wp1
+    rh = (ph + pad_h) % SH
+    rw = (pw + pad_w) % SW
+    qh = (ph + pad_h) // SH
+    qw = (pw + pad_w) // SW
+    z_base = n_idx.to(tl.int64) * szn  # int64 per row only (see conv.py)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for t in tl.static_range(TH):
+        i = rh + SH * t
+        ih = qh + mh - t
+        h_ok = m_mask & (ih >= 0) & (ih < Hz) & ((ih * 0 + i) < KH)  # block-shaped: see note
+        for s in tl.static_range(TW):
+            j = rw + SW * s
+            iw = qw + mw - s
+            ok = h_ok & (iw >= 0) & (iw < Wz) & ((iw * 0 + j) < KW)
+            a_row = z_base + ih * szh + iw * szw
+            w_tap = offs_n * swi + i * swh + j * sww
+            if (i < KH) & (j < KW):  # a phase's tap past the kernel (k % S != 0): skip its MMAs
+                for c0 in range(0, C_z, BLOCK_K):
+                    ck = c0 + offs_k
+                    k_mask = ck < C_z
+                    kt_mask = k_mask & ((ck * 0 + i) < KH) & ((ck * 0 + j) < KW)
+                    a_mask = ok[:, None] & k_mask[None, :]
+                    a_off = a_row[:, None] + ck[None, :] * szc
+                    a = load_operand(z_ptr, zaux_ptr, a_off, a_mask, p_alpha, p_beta, p_gamma, PROLOGUE)
+                    b_off = w_tap[None, :] + ck[:, None] * swo
+                    b = tl.load(w_ptr + b_off, mask=kt_mask[:, None] & n_mask[None, :], other=0.0)
+                    acc = mma(a, b, acc, ALLOW_TF32)
+    oh = ph + SH * mh
+    ow = pw + SW * mw
+    out_row = n_idx.to(tl.int64) * syn + oh * syh + ow * syw
+    gemm_epilogue(
+        acc,
+        b_ptr,
+        y_ptr,
+        u_ptr,
+        out_row,
+        offs_n,
+        m_mask,
+        n_mask,
+        syc,
+        alpha,
+        beta,
+        gamma,
+        HAS_BIAS,
+        APPLY_ACT,
+        STORE_U,
+    )
+
+
+conv_transpose2d_tuned = triton.autotune(
+    configs=gemm_configs(), key=["NB", "C_z", "C_o", "Ho", "Wo", "KH", "KW", "SH", "SW"], prune_configs_by=PRUNE
+)(conv_transpose2d_kernel)
+
+
+def conv_transpose2d(
+    z: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    out_hw: tuple[int, int],
+    act: tuple[float, float, float] | None,
+    *,
+    prologue: int = 0,
+    aux: torch.Tensor | None = None,
+    prologue_act: tuple[float, float, float] = (1.0, 0.0, 1.0),
+    store_u: bool = True,
+    out_format: torch.memory_format = torch.contiguous_format,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Launches conv_transpose2d_kernel; out_hw = (Ho, Wo) fixes output_padding. Returns (y, u or None)."""
+    nb, c_z, hz, wz = z.shape
+    _, c_o, kh, kw = weight.shape
+    ho, wo = out_hw
+    z = z.contiguous(memory_format=torch.channels_last)
+    if aux is not None:
+        aux = aux.contiguous(memory_format=torch.channels_last)
+        if aux.stride() != z.stride():
+            aux = torch.empty_like(z).copy_(aux)
+    y = torch.empty((nb, c_o, ho, wo), dtype=z.dtype, device=z.device, memory_format=out_format)
+    u = torch.empty_like(y) if store_u else None
+    if y.numel() == 0:
+        return y, u
+    a_alpha, a_beta, a_gamma = act if act is not None else (1.0, 0.0, 1.0)
+    sh, sw = stride
+    m_max = nb * triton.cdiv(ho, sh) * triton.cdiv(wo, sw)
+    grid = lambda meta: (triton.cdiv(m_max, meta["BLOCK_M"]) * triton.cdiv(c_o, meta["BLOCK_N"]), sh * sw)
+    conv_transpose2d_tuned[grid](
+        z,
+        aux if aux is not None else z,
+        weight,
+        bias if bias is not None else weight,
+        y,
+        u if u is not None else y,
+        nb,
+        c_z,
+        hz,
+        wz,
+        c_o,
+        ho,
+        wo,
+        *z.stride(),
+        *weight.stride(),
+        *y.stride(),
+        padding[0],
+        padding[1],
+        a_alpha,
+        a_beta,
+        a_gamma,
+        *prologue_act,
+        KH=kh,
+        KW=kw,
+        SH=sh,
+        SW=sw,
+        PROLOGUE=prologue,
+        HAS_BIAS=bias is not None,
+        APPLY_ACT=act is not None,
+        STORE_U=store_u,
+        ALLOW_TF32=allow_tf32(z.dtype),
+    )
+    return y, u

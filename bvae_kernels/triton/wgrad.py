@@ -1,0 +1,205 @@
+# ruff: noqa: ANN001, ANN201 - @triton.jit kernels take untyped tensors/scalars (annotations mean constexpr to Triton)
+"""Weight gradient for either direction: one kernel, conv geometry.
+
+    dW[co, ci, i, j] = sum_{n, p, q} D[n, co, p, q] * X[n, ci, p*S - P + i, q*S - P + j]
+
+Forward direction: X = x (layer input), D = du = g * a'(u). Reverse direction: X = du (on the reverse
+output, the large side), D = z. Either operand may carry the G-NoVa gradient prologue, so du is never
+materialized. GEMM view per tap (grid axis 1): M = C_out, N = C_in, K = N*Ho*Wo pixels (long), split-K
+over grid axis 2 with fp32 accumulation. Deterministic mode (torch.are_deterministic_algorithms_enabled(),
+or whenever there is one split) writes per-split fp32 partials to a workspace reduced in fixed order;
+otherwise splits combine with fp32 atomics. dW comes out in the weight's own strides (channels_last
+weights get a channels_last grad).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .configs import PRUNE_WGRAD, interpreting, num_sms, wgrad_configs
+from .conv import allow_tf32, load_operand, mma
+from .pointwise import reduce_splits
+
+
+@triton.jit
+def wgrad_kernel(
+    x_ptr,
+    xaux_ptr,
+    d_ptr,
+    daux_ptr,
+    ws_ptr,
+    NB,
+    C_in,
+    H,
+    W,
+    C_out,
+    Ho,
+    Wo,
+    sxn,
+    sxc,
+    sxh,
+    sxw,
+    sdn,
+    sdc,
+    sdh,
+    sdw,
+    pad_h,
+    pad_w,
+    pix_per_split,
+    p_alpha,
+    p_beta,
+    p_gamma,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    SH: tl.constexpr,
+    SW: tl.constexpr,
+    PRO_X: tl.constexpr,
+    PRO_D: tl.constexpr,
+    ATOMIC: tl.constexpr,
+    ALLOW_TF32: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """ws[split, co, ci, tap] (or atomically ws[co, ci, tap]) for one (co, ci) tile, one tap, one split."""
+    num_n = tl.cdiv(C_in, BLOCK_N)
+    pid_m = tl.program_id(0) // num_n
+    pid_n = tl.program_id(0) % num_n
+    tap = tl.program_id(1)
+    split = tl.program_id(2)
+    i = tap // KW
+    j = tap % KW
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_mask = offs_m < C_out
+    n_mask = offs_n < C_in
+    P = NB * Ho * Wo
+    hw = Ho * Wo
+    start = split * pix_per_split
+    end = tl.minimum(start + pix_per_split, P)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, pix_per_split, BLOCK_K):
+        pix = start + k0 + tl.arange(0, BLOCK_K)
+        p_mask = pix < end
+        n_idx = pix // hw
+        rem = pix % hw
+        oh = rem // Wo
+        ow = rem % Wo
+        d_off = offs_m[:, None] * sdc + (n_idx.to(tl.int64) * sdn + oh * sdh + ow * sdw)[None, :]
+        d_mask = m_mask[:, None] & p_mask[None, :]
+        d = load_operand(d_ptr, daux_ptr, d_off, d_mask, p_alpha, p_beta, p_gamma, PRO_D)
+        ih = oh * SH - pad_h + i
+        iw = ow * SW - pad_w + j
+        ok = p_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        x_off = (n_idx.to(tl.int64) * sxn + ih * sxh + iw * sxw)[:, None] + offs_n[None, :] * sxc
+        x = load_operand(x_ptr, xaux_ptr, x_off, ok[:, None] & n_mask[None, :], p_alpha, p_beta, p_gamma, PRO_X)
+        acc = mma(d, x, acc, ALLOW_TF32)
+    taps = KH * KW
+    out_off = (offs_m[:, None] * C_in + offs_n[None, :]) * taps + tap
+    mask = m_mask[:, None] & n_mask[None, :]
+    if ATOMIC:
+        tl.atomic_add(ws_ptr + out_off, acc, mask=mask)
+    else:
+        tl.store(ws_ptr + split.to(tl.int64) * C_out * C_in * taps + out_off, acc, mask=mask)
+
+
+wgrad_tuned = triton.autotune(
+    configs=wgrad_configs(),
+    key=["NB", "C_in", "C_out", "Ho", "Wo", "KH", "KW", "SH", "SW"],
+    prune_configs_by=PRUNE_WGRAD,
+    reset_to_zero=["ws_ptr"],
+)(wgrad_kernel)
+
+
+def choose_splits(tiles: int, pixels: int, block_k: int) -> int:
+    """Splits of the pixel (K) axis: enough programs to fill the GPU twice, each with >= 4 K blocks."""
+    want = triton.cdiv(2 * num_sms(), max(tiles, 1))
+    return max(1, min(want, triton.cdiv(pixels, 4 * block_k), 256))
+
+
+def wgrad(
+    x: torch.Tensor,
+    d: torch.Tensor,
+    weight: torch.Tensor,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    *,
+    pro_x: int = 0,
+    x_aux: torch.Tensor | None = None,
+    pro_d: int = 0,
+    d_aux: torch.Tensor | None = None,
+    prologue_act: tuple[float, float, float] = (1.0, 0.0, 1.0),
+    splits: int | None = None,
+    deterministic: bool | None = None,
+) -> torch.Tensor:
+    """dW (shape, dtype and strides of `weight`) from X = x [N, C_in, H, W] and D = d [N, C_out, Ho, Wo].
+
+    pro_x / pro_d: prologue of each operand (2: multiply by a'(aux) with prologue_act's parameters).
+    splits: split-K count (None: chosen from the GPU size). deterministic: None follows
+    torch.are_deterministic_algorithms_enabled().
+    """
+    nb, c_in, h, w = x.shape
+    c_out, _, kh, kw = weight.shape
+    ho, wo = d.shape[2], d.shape[3]
+    x = x.contiguous(memory_format=torch.channels_last)
+    d = d.contiguous(memory_format=torch.channels_last)
+    if x_aux is not None:
+        x_aux = x_aux.contiguous(memory_format=torch.channels_last)
+        if x_aux.stride() != x.stride():
+            x_aux = torch.empty_like(x).copy_(x_aux)
+    if d_aux is not None:
+        d_aux = d_aux.contiguous(memory_format=torch.channels_last)
+        if d_aux.stride() != d.stride():
+            d_aux = torch.empty_like(d).copy_(d_aux)
+    dw = torch.empty_like(weight)
+    pixels = nb * ho * wo
+    if pixels == 0 or dw.numel() == 0:
+        return dw.zero_()
+    if deterministic is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
+    # Split-K needs the K block size before autotuning picks one: use the largest in the config set (a
+    # smaller BLOCK_K divides it), so a split boundary always falls on a K-block boundary.
+    block_k_max = max(64, *(cfg.kwargs["BLOCK_K"] for cfg in wgrad_tuned.configs))
+    if splits is None:
+        tiles = triton.cdiv(c_out, 64) * triton.cdiv(c_in, 64) * kh * kw
+        splits = 1 if interpreting() else choose_splits(tiles, pixels, block_k_max)
+    per_split = triton.cdiv(triton.cdiv(pixels, splits), block_k_max) * block_k_max
+    splits = triton.cdiv(pixels, per_split)
+    atomic = splits > 1 and not deterministic
+    taps = kh * kw
+    if atomic:
+        ws = torch.zeros((1, c_out, c_in, kh, kw), dtype=torch.float32, device=x.device)
+    else:
+        ws = torch.empty((splits, c_out, c_in, kh, kw), dtype=torch.float32, device=x.device)
+    grid = lambda meta: (triton.cdiv(c_out, meta["BLOCK_M"]) * triton.cdiv(c_in, meta["BLOCK_N"]), taps, splits)
+    wgrad_tuned[grid](
+        x,
+        x_aux if x_aux is not None else x,
+        d,
+        d_aux if d_aux is not None else d,
+        ws,
+        nb,
+        c_in,
+        h,
+        w,
+        c_out,
+        ho,
+        wo,
+        *x.stride(),
+        *d.stride(),
+        padding[0],
+        padding[1],
+        per_split,
+        *prologue_act,
+        KH=kh,
+        KW=kw,
+        SH=stride[0],
+        SW=stride[1],
+        PRO_X=pro_x,
+        PRO_D=pro_d,
+        ATOMIC=atomic,
+        ALLOW_TF32=allow_tf32(x.dtype),
+    )
+    return reduce_splits(ws, dw)

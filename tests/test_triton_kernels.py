@@ -1,0 +1,175 @@
+"""The Triton kernels called through their launchers, against float64 eager torch on the same rounded inputs.
+
+Runs under TRITON_INTERPRET=1 on CPU tensors (fp32, fp16) or on a GPU (plus bf16). Each case exercises
+one kernel family: conv (forward direction, with and without prologues), conv-transpose (reverse
+direction, all stride phases, output_padding), wgrad (both directions, split-K deterministic and atomic),
+the bias-gradient reduction and the pointwise G-NoVa kernels.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TOL, assert_rel, rel_err
+from conftest_triton import DEVICE, DTYPES, _fixed_config, _no_tf32, skip_unless_runnable  # noqa: F401 - fixture
+
+skip_unless_runnable()
+
+from bvae_kernels.activation import gnova_grad_reference, gnova_reference  # noqa: E402
+from bvae_kernels.triton import pointwise  # noqa: E402
+from bvae_kernels.triton.conv import conv2d  # noqa: E402
+from bvae_kernels.triton.conv_transpose import conv_transpose2d  # noqa: E402
+from bvae_kernels.triton.wgrad import wgrad  # noqa: E402
+
+ACT = (0.1, 1.0, 1.0)
+ACT2 = (0.05, 2.0, 0.5)
+
+# (n, c_in, c_out, h, w, k, stride, padding): stride 1/2, padding 0/1/2, kernel 1/3/4/5, odd sizes, batch 1
+CASES = [
+    (2, 3, 5, 7, 9, 3, 1, 1),
+    (1, 4, 6, 8, 8, 4, 2, 1),
+    (2, 5, 4, 9, 7, 3, 2, 0),
+    (1, 3, 7, 6, 5, 1, 1, 0),
+    (2, 2, 3, 7, 7, 5, 2, 2),
+    (1, 17, 33, 5, 6, 3, 1, 1),  # channel counts past one block
+]
+IDS = [f"n{c[0]}c{c[1]}-{c[2]}_{c[3]}x{c[4]}_k{c[5]}s{c[6]}p{c[7]}" for c in CASES]
+
+
+def rnd(shape: tuple, dtype: torch.dtype, scale: float = 1.0) -> torch.Tensor:
+    """Random values rounded to dtype, on the test device."""
+    return (torch.randn(shape, dtype=torch.float64) * scale).to(dtype).to(DEVICE)
+
+
+def d64(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().double().cpu()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_conv_forward_epilogue(case: tuple, dtype: torch.dtype):
+    n, ci, co, h, w, k, s, p = case
+    x, weight, bias = rnd((n, ci, h, w), dtype), rnd((co, ci, k, k), dtype, 0.5), rnd((co,), dtype)
+    y, u = conv2d(x, weight, bias, (s, s), (p, p), ACT2)
+    u_ref = F.conv2d(d64(x), d64(weight), d64(bias), s, p)
+    assert_rel(u, u_ref, TOL[dtype], "u")
+    assert_rel(y, gnova_reference(u_ref, *ACT2), TOL[dtype], "y")
+    assert y.is_contiguous()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_conv_prologues(dtype: torch.dtype):
+    """PROLOGUE=1 applies a() to the input on load (padding stays 0); PROLOGUE=2 multiplies by a'(aux)."""
+    n, ci, co, h, w, k, s, p = 2, 3, 4, 6, 7, 3, 2, 1
+    x, aux, weight = rnd((n, ci, h, w), dtype), rnd((n, ci, h, w), dtype), rnd((co, ci, k, k), dtype, 0.5)
+    y, u = conv2d(x, weight, None, (s, s), (p, p), None, prologue=1, prologue_act=ACT, store_u=False)
+    assert u is None
+    assert_rel(y, F.conv2d(gnova_reference(d64(x), *ACT), d64(weight), None, s, p), TOL[dtype], "prologue a()")
+    y, _ = conv2d(x, weight, None, (s, s), (p, p), None, prologue=2, aux=aux, prologue_act=ACT2, store_u=False)
+    ref = F.conv2d(d64(x) * gnova_grad_reference(d64(aux), *ACT2), d64(weight), None, s, p)
+    assert_rel(y, ref, TOL[dtype], "prologue a'()")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_conv_transpose_forward(case: tuple, dtype: torch.dtype):
+    n, ci, co, h, w, k, s, p = case
+    op = (s - 1) if k != 4 else 0  # output_padding where the stride allows it
+    z, weight, bias = rnd((n, co, h, w), dtype), rnd((co, ci, k, k), dtype, 0.5), rnd((ci,), dtype)
+    u_ref = F.conv_transpose2d(d64(z), d64(weight), d64(bias), s, p, op)
+    y, u = conv_transpose2d(z, weight, bias, (s, s), (p, p), tuple(u_ref.shape[2:]), ACT)
+    assert_rel(u, u_ref, TOL[dtype], "u")
+    assert_rel(y, gnova_reference(u_ref, *ACT), TOL[dtype], "y")
+
+
+def test_conv_transpose_empty_phase():
+    """1x1 kernel, stride 2: odd output rows/cols receive no tap (only bias and a(bias))."""
+    z, weight, bias = rnd((1, 3, 2, 2), torch.float32), rnd((3, 2, 1, 1), torch.float32), rnd((2,), torch.float32)
+    u_ref = F.conv_transpose2d(d64(z), d64(weight), d64(bias), 2, 0, 1)
+    y, u = conv_transpose2d(z, weight, bias, (2, 2), (0, 0), tuple(u_ref.shape[2:]), ACT)
+    assert_rel(u, u_ref, TOL[torch.float32], "u")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(
+    ("case", "splits", "deterministic"),
+    [(CASES[0], None, True), (CASES[1], 3, True), (CASES[2], 2, False), (CASES[4], 1, True)],
+    ids=["s1p1-auto", "k4s2-split3-det", "s2p0-split2-atomic", "k5s2p2"],
+)
+def test_wgrad_both_directions(case: tuple, splits: int | None, deterministic: bool, dtype: torch.dtype):
+    n, ci, co, h, w, k, s, p = case
+    x, weight = rnd((n, ci, h, w), dtype), rnd((co, ci, k, k), dtype, 0.5)
+    u = F.conv2d(x.float(), weight.float(), None, s, p).to(dtype)
+    g = rnd(tuple(u.shape), dtype)
+    du = d64(g) * gnova_grad_reference(d64(u), *ACT)
+    w64 = d64(weight).requires_grad_()
+    (dw_ref,) = torch.autograd.grad(F.conv2d(d64(x), w64, None, s, p), w64, du)
+    dw = wgrad(
+        x, g, weight, (s, s), (p, p), pro_d=2, d_aux=u, prologue_act=ACT, splits=splits, deterministic=deterministic
+    )
+    assert dw.dtype == dtype and dw.shape == weight.shape
+    assert_rel(dw, dw_ref, TOL[dtype], "dW forward direction")
+    # reverse direction: X = du on the reverse output (x's shape), D = z
+    op = (h + 2 * p - k) % s
+    z = rnd(tuple(u.shape), dtype)
+    u_r = F.conv_transpose2d(z.float(), weight.float(), None, s, p, op).to(dtype)
+    g_r = rnd(tuple(u_r.shape), dtype)
+    du_r = d64(g_r) * gnova_grad_reference(d64(u_r), *ACT)
+    w64 = d64(weight).requires_grad_()
+    (dw_r_ref,) = torch.autograd.grad(F.conv_transpose2d(d64(z), w64, None, s, p, op), w64, du_r)
+    dw_r = wgrad(
+        g_r, z, weight, (s, s), (p, p), pro_x=2, x_aux=u_r, prologue_act=ACT, splits=splits, deterministic=deterministic
+    )
+    assert_rel(dw_r, dw_r_ref, TOL[dtype], "dW reverse direction")
+
+
+def test_wgrad_deterministic_is_bitwise_repeatable():
+    x, weight = rnd((2, 3, 9, 9), torch.float32), rnd((4, 3, 3, 3), torch.float32)
+    g = rnd((2, 4, 9, 9), torch.float32)
+    runs = [wgrad(x, g, weight, (1, 1), (1, 1), splits=4, deterministic=True) for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_wgrad_channels_last_weight():
+    """dW comes back in the weight's own memory format."""
+    x = rnd((1, 4, 6, 6), torch.float32)
+    weight = rnd((5, 4, 3, 3), torch.float32).to(memory_format=torch.channels_last)
+    g = rnd((1, 5, 6, 6), torch.float32)
+    dw = wgrad(x, g, weight, (1, 1), (1, 1))
+    assert dw.stride() == weight.stride()
+    w64 = d64(weight).requires_grad_()
+    (ref,) = torch.autograd.grad(F.conv2d(d64(x), w64, None, 1, 1), w64, d64(g))
+    assert_rel(dw, ref, TOL[torch.float32], "dW")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_bias_grad(dtype: torch.dtype):
+    g, u = rnd((3, 5, 7, 6), dtype), rnd((3, 5, 7, 6), dtype, 3.0)
+    ref = (d64(g) * gnova_grad_reference(d64(u), *ACT2)).sum((0, 2, 3))
+    assert_rel(pointwise.bias_grad(g, u, *ACT2), ref, TOL[dtype], "db")
+    g2, u2 = rnd((9, 70), dtype), rnd((9, 70), dtype)  # linear rows, > one channel block
+    ref2 = (d64(g2) * gnova_grad_reference(d64(u2), *ACT)).sum(0)
+    assert_rel(pointwise.bias_grad(g2, u2, *ACT), ref2, TOL[dtype], "db rows")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_gnova_pointwise(dtype: torch.dtype):
+    u = rnd((4, 3, 5, 7), dtype, 4.0).to(memory_format=torch.channels_last)
+    g = rnd((4, 3, 5, 7), dtype)
+    for params in (ACT, ACT2, (0.0, 1.0, 1.0), (1.0, 0.0, 1.0)):
+        y = pointwise.gnova_forward(u, *params)
+        assert y.stride() == u.stride()
+        assert_rel(y, gnova_reference(d64(u), *params), TOL[dtype], f"a(u) {params}")
+        du = pointwise.gnova_backward(g, u, *params)
+        assert_rel(du, d64(g) * gnova_grad_reference(d64(u), *params), TOL[dtype], f"a'(u) {params}")
+
+
+def test_gnova_extremes():
+    """No overflow for |u| > 88, no NaN from +-inf (sigmoid with alpha = 0 included)."""
+    u = torch.tensor([-1e4, -100.0, -89.0, 0.0, 89.0, 100.0, 1e4, float("inf"), float("-inf")]).to(DEVICE)
+    for params in (ACT, (0.0, 1.0, 1.0)):
+        y = pointwise.gnova_forward(u, *params)
+        assert rel_err(y, gnova_reference(d64(u), *params)) <= 1e-6
+        du = pointwise.gnova_backward(torch.ones_like(u), u, *params)
+        assert rel_err(du, gnova_grad_reference(d64(u), *params)) <= 1e-6
