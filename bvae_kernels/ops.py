@@ -131,7 +131,10 @@ def register_bi_autograd(op_name: str, backward_op: Callable, reference_fn: Call
         ctx.has_bias = bias is not None
         ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)  # u's gradient is always None: never allocate zeros for it
-        ctx.save_for_backward(inp, weight, bias, output[1])
+        u = output[1]
+        # With beta == 0 (identity-like), a'(u) = alpha whatever u is: keep only u's layout, not its memory.
+        ctx.u_layout = None if ctx.config[-2] != 0 else (u.shape, u.stride(), u.dtype, u.device)
+        ctx.save_for_backward(inp, weight, bias, u if ctx.u_layout is None else None)
 
     def backward(ctx, grad_y, _grad_u):  # noqa: ANN001, ANN202
         inp, weight, bias, u = ctx.saved_tensors
@@ -144,6 +147,9 @@ def register_bi_autograd(op_name: str, backward_op: Callable, reference_fn: Call
             y_ref = reference_fn(inp, weight, bias, *ctx.config)
             grads = iter(torch.autograd.grad(y_ref, targets, grad_y, create_graph=True))
             return (*[next(grads) if n else None for n in need], *nones)
+        if u is None:  # identity-like activation: any u gives a'(u) = alpha; zeros keep the kernels exact
+            shape, stride, dtype, device = ctx.u_layout
+            u = torch.empty_strided(shape, stride, dtype=dtype, device=device).zero_()
         d_inp, d_weight, d_bias = backward_op(grad_y, inp, weight, u, *ctx.config, need)
         return (d_inp if need[0] else None, d_weight if need[1] else None, d_bias if need[2] else None, *nones)
 
