@@ -1,0 +1,342 @@
+"""BVAE and its unidirectional twin VAE, with one architecture per dataset.
+
+BVAE: ONE bidirectional network. encode(x) runs the body forward to a hidden vector h and two heads give
+mu (a BiLinear with identity activation) and logvar (a plain linear layer, used only forward: its output
+has no place in the reverse direction). decode(z) enters the network through the mean head's weight in
+reverse (z W_mu + b_r, G-NoVa: the activation that produced h in the forward direction) and runs the body in
+reverse through the same weights, ending in identity logits (Bernoulli: decode applies the sigmoid;
+Gaussian: the identity mean). Every reverse layer ends in the activation that produced its output in the
+forward direction (the mirror rule in bvae/blocks.py).
+
+VAE: the unidirectional twin. The encoder is the same body and heads used only forward; the decoder is a
+second body of the same block types plus a BiLinear entry layer, used only in reverse, so both models run
+the same kernels and differ only in weight sharing. Unused directions carry no parameters: the encoder's
+layers have no reverse biases, the decoder's no forward biases. The BVAE has about half the parameters.
+
+Architectures (width w, hidden size h):
+  mnist / fashion-mnist 28x28x1 (residual): conv4s2(1->w) 14x14, [res(w)], conv4s2(w->2w) 7x7, res(2w), fc(98w->h)
+    (res_blocks=1, the default, keeps only the 7x7 residual block; res_blocks=2 adds the 14x14 one)
+  cifar10 32x32x3 (6 conv + 2 FC): [conv3(->c), conv4s2(c->c)] for c = w, 2w, 4w (32->16->8->4), fc(64w->h), head
+  celeba64 64x64x3 (9 conv + 2 FC): [conv3, conv3, conv4s2] for c = w, 2w, 4w (64->32->16->8), fc(256w->h), head
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from bvae_kernels.activation import IDENTITY, GNoVa
+
+from .blocks import BiFlatten, BiResBlock, BiSequential, layer_output_shape, reverse_layer
+from .layers import BiConv2d, BiLinear
+from .objectives import DEFAULT_GAUSSIAN_SIGMA, ModelOutput, get_objective
+
+# name -> (image shape, likelihood, architecture, default width, default hidden)
+DATASETS: dict[str, tuple[tuple[int, int, int], str, str, int, int]] = {
+    "mnist": ((1, 28, 28), "bernoulli", "residual", 16, 128),
+    "fashion-mnist": ((1, 28, 28), "bernoulli", "residual", 16, 128),
+    "cifar10": ((3, 32, 32), "gaussian", "conv6", 32, 256),
+    "celeba64": ((3, 64, 64), "gaussian", "conv9", 32, 256),
+}
+VARIANTS = ("vae", "beta-vae", "beta-tcvae", "iwae")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model (JSON-able): architecture, activation and objective settings."""
+
+    kind: str = "bvae"
+    dataset: str = "fashion-mnist"
+    latent_dim: int = 16
+    variant: str = "vae"
+    width: int | None = None
+    hidden: int | None = None
+    backend: str | None = None
+    gnova_alpha: float = 0.1
+    gnova_beta: float = 1.0
+    gnova_gamma: float = 1.0
+    gaussian_sigma: float = DEFAULT_GAUSSIAN_SIGMA
+    beta: float = 1.0
+    alpha: float = 1.0
+    gamma: float = 1.0
+    k: int = 5
+    dataset_size: int | None = None
+    res_blocks: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODELS:
+            raise ValueError(f"kind must be one of {tuple(MODELS)}, got {self.kind!r}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {tuple(DATASETS)}, got {self.dataset!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        _, _, _, width, hidden = DATASETS[self.dataset]
+        self.width = width if self.width is None else self.width
+        self.hidden = hidden if self.hidden is None else self.hidden
+        for name in ("latent_dim", "width", "hidden", "k"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.dataset_size is not None and (isinstance(self.dataset_size, bool) or self.dataset_size < 1):
+            raise ValueError(f"dataset_size must be a positive int or None, got {self.dataset_size!r}")
+        if self.res_blocks not in (0, 1, 2):
+            raise ValueError(f"res_blocks must be 0, 1 or 2 (residual architecture), got {self.res_blocks!r}")
+        GNoVa(self.gnova_alpha, self.gnova_beta, self.gnova_gamma)  # validates
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; valid keys: {sorted(names)}")
+        return cls(**data)
+
+    def objective_kwargs(self) -> dict[str, Any]:
+        """The hyperparameters the variant's objective takes."""
+        if self.variant == "beta-vae":
+            return {"beta": self.beta}
+        if self.variant == "beta-tcvae":
+            return {"dataset_size": self.dataset_size, "alpha": self.alpha, "beta": self.beta, "gamma": self.gamma}
+        if self.variant == "iwae":
+            return {"k": self.k}
+        return {}
+
+
+def _body_layers(config: ModelConfig, act: GNoVa) -> list[nn.Module]:
+    """The (bidirectional) body of one architecture, from the image to the hidden vector."""
+    (channels, _, _), _, arch, w, hidden = DATASETS[config.dataset]
+    w, hidden, be = config.width, config.hidden, config.backend
+    conv = lambda cin, cout, k, s, p: BiConv2d(cin, cout, k, stride=s, padding=p, activation=act, backend=be)
+    if arch == "residual":
+        layers: list[nn.Module] = [conv(channels, w, 4, 2, 1)]
+        if config.res_blocks >= 2:
+            layers.append(BiResBlock(w, activation=act, backend=be))
+        layers.append(conv(w, 2 * w, 4, 2, 1))
+        if config.res_blocks >= 1:
+            layers.append(BiResBlock(2 * w, activation=act, backend=be))
+    elif arch == "conv6":
+        layers, cin = [], channels
+        for c in (w, 2 * w, 4 * w):
+            layers += [conv(cin, c, 3, 1, 1), conv(c, c, 4, 2, 1)]
+            cin = c
+    elif arch == "conv9":
+        layers, cin = [], channels
+        for c in (w, 2 * w, 4 * w):
+            layers += [conv(cin, c, 3, 1, 1), conv(c, c, 3, 1, 1), conv(c, c, 4, 2, 1)]
+            cin = c
+    else:  # pragma: no cover - DATASETS is fixed
+        raise ValueError(f"unknown architecture {arch!r}")
+    shape = DATASETS[config.dataset][0]
+    for layer in layers:
+        shape = layer_output_shape(layer, shape)
+    layers += [BiFlatten(shape), BiLinear(shape[0] * shape[1] * shape[2], hidden, activation=act, backend=be)]
+    return layers
+
+
+def _strip_biases(module: nn.Module, direction: str) -> None:
+    """Removes the biases of the unused direction ("forward" or "reverse") from every bidirectional layer."""
+    name = "bias" if direction == "forward" else "reverse_bias"
+    for layer in module.modules():
+        if isinstance(layer, (BiConv2d, BiLinear)):
+            setattr(layer, name, None)
+
+
+def _fans(layer: nn.Module) -> tuple[int, int]:
+    """(forward fan-in, reverse fan-in) of a BiConv2d / BiLinear; a strided conv's reverse sees k*k/s^2 taps."""
+    if isinstance(layer, BiLinear):
+        return layer.in_features, layer.out_features
+    kh, kw = layer.kernel_size
+    sh, sw = layer.stride
+    return layer.in_channels * kh * kw, max(1, layer.out_channels * kh * kw // (sh * sw))
+
+
+def init_weights(module: nn.Module, act: GNoVa, directions: str = "both", identity_layers: tuple = ()) -> None:
+    """Variance-preserving init for G-NoVa networks: W ~ N(0, (g / a'(0))^2 / fan), biases 0.
+
+    Sigmoid-like activations have slope a'(0) = alpha + beta * gamma / 4 (0.35 for G-NoVa's defaults), so
+    PyTorch's default init shrinks the signal ~5x per layer and a 16-layer encode + decode path collapses to
+    the mean image. fan is the forward fan-in, the reverse fan-in, or their geometric mean for layers used in
+    `directions` "forward", "reverse" or "both". Layers in `identity_layers` (heads, the output layer) use
+    gain 1.
+    """
+    slope = act.alpha + act.beta * act.gamma / 4
+    for layer in module.modules():
+        if not isinstance(layer, (BiConv2d, BiLinear)):
+            continue
+        fwd, rev = _fans(layer)
+        fan = {"forward": fwd, "reverse": rev, "both": (fwd * rev) ** 0.5}[directions]
+        gain = 1.0 if any(layer is t for t in identity_layers) else 1.0 / slope
+        with torch.no_grad():
+            layer.weight.normal_(0.0, gain / fan**0.5)
+            for bias in (layer.bias, layer.reverse_bias):
+                if bias is not None:
+                    bias.zero_()
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class _BaseVAE(nn.Module):
+    """What BVAE and VAE share: input checks, decode, forward through the variant's objective, summary."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.image_shape, self.likelihood, self.architecture, _, _ = DATASETS[config.dataset]
+        self.latent_dim = config.latent_dim
+        self.activation = GNoVa(config.gnova_alpha, config.gnova_beta, config.gnova_gamma)
+        self._objective = get_objective(config.variant)
+
+    # -- checks ------------------------------------------------------------------------------------------
+    def _check_x(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            want = ", ".join(map(str, self.image_shape))
+            raise ValueError(f"x must have shape [N, {want}] for dataset {self.config.dataset!r}, got {shape}")
+
+    def _check_z(self, z: torch.Tensor) -> None:
+        if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != self.latent_dim:
+            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"z must have shape [N, {self.latent_dim}], got {shape}")
+
+    # -- the two directions ------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x): (mu, logvar), each [N, latent_dim]."""
+        self._check_x(x)
+        return self._encode(x)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder output before the output activation: logits (Bernoulli) or the mean (Gaussian)."""
+        self._check_z(z)
+        return self._decode_params(z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """p(x|z)'s mean: sigmoid probabilities (Bernoulli) or the identity mean (Gaussian)."""
+        params = self.decode_logits(z)
+        return torch.sigmoid(params) if self.likelihood == "bernoulli" else params
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """decode(mu(x)): the deterministic reconstruction used for PSNR/SSIM."""
+        return self.decode(self.encode(x)[0])
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images decoded from z ~ N(0, I)."""
+        p = next(self.parameters())
+        z = torch.randn(n, self.latent_dim, generator=generator, device=p.device, dtype=p.dtype)
+        return self.decode(z)
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> ModelOutput:
+        """The variant's loss on a batch (see bvae.objectives)."""
+        self._check_x(x)
+        return self._objective(self, x, eps=eps, **self.config.objective_kwargs())
+
+    # -- reporting ---------------------------------------------------------------------------------------
+    def parameter_counts(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def num_parameters(self) -> int:
+        return _count(self)
+
+    def summary(self) -> str:
+        """Parameters per part and in total, as a small text table."""
+        lines = [f"{type(self).__name__} ({self.config.dataset}, {self.architecture}, latent {self.latent_dim}):"]
+        for part, count in self.parameter_counts().items():
+            lines.append(f"  {part:<28s}{count:>12,d}")
+        lines.append(f"  {'total':<28s}{self.num_parameters():>12,d}")
+        return "\n".join(lines)
+
+
+class BVAE(_BaseVAE):
+    """Bidirectional VAE: one network, encode = forward pass, decode = reverse pass through the same weights."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        act, be = self.activation, config.backend
+        self.body = BiSequential(*_body_layers(config, act), input_shape=self.image_shape, input_activation=IDENTITY)
+        self.mu_head = BiLinear(config.hidden, config.latent_dim, activation=IDENTITY, backend=be)
+        self.logvar_head = nn.Linear(config.hidden, config.latent_dim)
+        init_weights(self.body, act, "both")
+        init_weights(self.mu_head, act, "both", identity_layers=(self.mu_head,))
+
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        return self.mu_head(h), self.logvar_head(h)
+
+    def _decode_params(self, z: torch.Tensor) -> torch.Tensor:
+        h = reverse_layer(self.mu_head, z, self.body.output_activation)
+        return self.body.reverse(h, activation=IDENTITY)
+
+    def parameter_counts(self) -> dict[str, int]:
+        return {
+            "body (shared, both ways)": _count(self.body),
+            "mean head (shared)": _count(self.mu_head),
+            "log-var head (forward)": _count(self.logvar_head),
+        }
+
+
+class VAE(_BaseVAE):
+    """The unidirectional twin: the same blocks, a forward-only encoder and a separate reverse-only decoder."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        act, be = self.activation, config.backend
+        self.encoder = BiSequential(*_body_layers(config, act), input_shape=self.image_shape, input_activation=IDENTITY)
+        self.mu_head = BiLinear(config.hidden, config.latent_dim, activation=IDENTITY, backend=be)
+        self.logvar_head = nn.Linear(config.hidden, config.latent_dim)
+        self.decoder = BiSequential(*_body_layers(config, act), input_shape=self.image_shape, input_activation=IDENTITY)
+        self.decoder_head = BiLinear(config.hidden, config.latent_dim, activation=IDENTITY, backend=be)
+        _strip_biases(self.encoder, "reverse")
+        _strip_biases(self.mu_head, "reverse")
+        _strip_biases(self.decoder, "forward")
+        _strip_biases(self.decoder_head, "forward")
+        init_weights(self.encoder, act, "forward")
+        init_weights(self.mu_head, act, "forward", identity_layers=(self.mu_head,))
+        init_weights(self.decoder, act, "reverse")
+        init_weights(self.decoder_head, act, "reverse")
+
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)
+        return self.mu_head(h), self.logvar_head(h)
+
+    def _decode_params(self, z: torch.Tensor) -> torch.Tensor:
+        h = reverse_layer(self.decoder_head, z, self.decoder.output_activation)
+        return self.decoder.reverse(h, activation=IDENTITY)
+
+    def parameter_counts(self) -> dict[str, int]:
+        return {
+            "encoder body (forward)": _count(self.encoder),
+            "encoder heads (forward)": _count(self.mu_head) + _count(self.logvar_head),
+            "decoder body (reverse)": _count(self.decoder),
+            "decoder entry (reverse)": _count(self.decoder_head),
+        }
+
+
+MODELS: dict[str, type[_BaseVAE]] = {"bvae": BVAE, "vae": VAE}
+
+
+def build_model(
+    kind: str = "bvae",
+    dataset: str = "fashion-mnist",
+    latent_dim: int = 16,
+    variant: str = "vae",
+    backend: str | None = None,
+    **config: Any,
+) -> nn.Module:
+    """A BVAE ("bvae") or its VAE twin ("vae") for `dataset`, trained with `variant`'s objective.
+
+    Extra keywords are ModelConfig fields (width, hidden, beta, alpha, gamma, k, dataset_size, ...).
+    """
+    if kind not in MODELS:
+        raise ValueError(f"kind must be one of {tuple(MODELS)}, got {kind!r}")
+    cfg = ModelConfig.from_dict(
+        {"kind": kind, "dataset": dataset, "latent_dim": latent_dim, "variant": variant, "backend": backend, **config}
+    )
+    return MODELS[kind](cfg)
