@@ -1,0 +1,542 @@
+"""`bvae eval`, `bvae sample`, `bvae compare`: the paper's evaluation of a trained BVAE or VAE checkpoint.
+
+eval    CHECKPOINT -> eval.json (PSNR, SSIM, NLL, active units, probe accuracy, FID/rFID when local Inception
+        weights exist) + PNG figures (reconstructions, interpolation, N(0,I) and GMM samples, t-SNE), and a table.
+sample  CHECKPOINT -> a grid of samples from N(0, I) or a Gaussian mixture fitted to training latents.
+compare RUN_DIR... -> one markdown table (model, parameters, NLL, AU, FID, PSNR, SSIM, rFID, accuracy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bvae import metrics
+
+ALL_METRICS = ("psnr", "ssim", "nll", "au", "acc", "fid")
+DEFAULT_BATCH = 256
+
+
+class EvalError(Exception):
+    """A user-facing failure (bad checkpoint, wrong dataset, missing data): printed without a traceback."""
+
+
+# --------------------------------------------------------------------------------------------------- loading
+def load_checkpoint(path: str | Path, dataset: str | None = None, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """Load a checkpoint with bvae.train.load_model; check it was trained on `dataset` when one is given."""
+    path = Path(path)
+    if not path.exists():
+        raise EvalError(f"checkpoint not found: {path}")
+    try:
+        from bvae.train import load_model
+    except ImportError as exc:
+        raise EvalError(f"bvae.train is unavailable, cannot load checkpoints: {exc}") from exc
+    try:
+        model, meta = load_model(str(path), map_location=device)
+    except (ValueError, RuntimeError, OSError, KeyError, EOFError) as exc:
+        raise EvalError(f"cannot load checkpoint {path}: {exc}") from exc
+    if dataset is not None and _norm(meta.get("dataset")) != _norm(dataset):
+        raise EvalError(f"checkpoint {path} was trained on {meta.get('dataset')!r}, not on --dataset {dataset!r}")
+    return model.to(device).eval(), dict(meta)
+
+
+def _norm(name: Any) -> str:
+    return str(name).lower().replace("_", "-")
+
+
+def load_split(
+    dataset: str, split: str, data_dir: str | None, limit: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `limit` images ([N, C, H, W] in [0, 1]) and labels of a split; never downloads."""
+    try:
+        from bvae.data import load_dataset
+    except ImportError as exc:
+        raise EvalError(f"bvae.data is unavailable: {exc}") from exc
+    try:
+        ds = load_dataset(dataset, split, data_dir=data_dir, download=False)
+    except (FileNotFoundError, OSError, RuntimeError, ValueError) as exc:
+        where = f" under {data_dir}" if data_dir else ""
+        raise EvalError(f"cannot load the {split} split of {dataset}{where}: {exc} (pass --data-dir)") from exc
+    n = len(ds) if limit is None else min(limit, len(ds))
+    if n == 0:
+        raise EvalError(f"the {split} split of {dataset} is empty")
+    if isinstance(getattr(ds, "images", None), torch.Tensor) and ds.images.dtype == torch.uint8:
+        return ds.images[:n].float().div_(255.0), ds.labels[:n].long()  # ImageTensorDataset: no per-item loop
+    images, labels = [], []
+    for i in range(n):
+        x, y = ds[i]
+        images.append(torch.as_tensor(x, dtype=torch.float32))
+        labels.append(int(y))
+    return torch.stack(images), torch.tensor(labels)
+
+
+def _batches(x: torch.Tensor, batch_size: int, device: str) -> Any:
+    for i in range(0, x.shape[0], batch_size):
+        yield x[i : i + batch_size].to(device)
+
+
+@torch.no_grad()
+def encode_all(model: nn.Module, images: torch.Tensor, batch_size: int, device: str, desc: str) -> torch.Tensor:
+    """Posterior means E_q[z|x] of all images, [N, latent_dim], on the CPU."""
+    from tqdm.auto import tqdm
+
+    out = []
+    for xb in tqdm(
+        _batches(images, batch_size, device), total=math.ceil(len(images) / batch_size), desc=desc, leave=False
+    ):
+        mu, _ = model.encode(xb)
+        out.append(mu.reshape(mu.shape[0], -1).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def decode_all(model: nn.Module, z: torch.Tensor, batch_size: int, device: str) -> torch.Tensor:
+    """Decoded images (Bernoulli probabilities or Gaussian means) clamped to [0, 1], on the CPU."""
+    out = [model.decode(zb).float().clamp(0, 1).cpu() for zb in _batches(z, batch_size, device)]
+    images = torch.cat(out)
+    return images.reshape(images.shape[0], *model.image_shape) if hasattr(model, "image_shape") else images
+
+
+def fit_gmm(train_mu: torch.Tensor, components: int = 10, seed: int = 0) -> Any:
+    """A Gaussian mixture (full covariances) fitted to training latent means: the paper's GMM sampler."""
+    from sklearn.mixture import GaussianMixture
+
+    if components < 1:
+        raise ValueError(f"components must be >= 1, got {components}")
+    return GaussianMixture(n_components=components, covariance_type="full", random_state=seed).fit(
+        train_mu.double().numpy()
+    )
+
+
+def sample_latents(n: int, latent_dim: int, sampler: str = "normal", gmm: Any = None, seed: int = 0) -> torch.Tensor:
+    """n latent codes from N(0, I) or from a fitted mixture."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if sampler == "normal":
+        return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
+    if sampler == "gmm":
+        if gmm is None:
+            raise ValueError("sampler='gmm' needs a fitted mixture (gmm=...)")
+        gmm.random_state = seed
+        z, _ = gmm.sample(n)
+        return torch.from_numpy(z[np.random.default_rng(seed).permutation(n)]).float()
+    raise ValueError(f"sampler must be 'normal' or 'gmm', got {sampler!r}")
+
+
+def interpolate_latents(z0: torch.Tensor, z1: torch.Tensor, steps: int = 10) -> torch.Tensor:
+    """Convex combinations (1 - t) z0 + t z1 for t = 0, 1/(steps-1), ..., 1: [steps, D]."""
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2, got {steps}")
+    t = torch.linspace(0, 1, steps).unsqueeze(1)
+    return (1 - t) * z0.reshape(1, -1) + t * z1.reshape(1, -1)
+
+
+# --------------------------------------------------------------------------------------------------- figures
+def image_grid(images: torch.Tensor, nrow: int, pad: int = 1) -> np.ndarray:
+    """Tile [N, C, H, W] images in [0, 1] into one array [H', W'] (grey) or [H', W', 3]."""
+    n, c, h, w = images.shape
+    ncol = nrow
+    rows = math.ceil(n / ncol)
+    grid = np.ones((rows * (h + pad) + pad, ncol * (w + pad) + pad, c), dtype=np.float32)
+    arr = images.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    for i in range(n):
+        r, q = divmod(i, ncol)
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = arr[i]
+    return grid[..., 0] if c == 1 else grid
+
+
+def save_grid(images: torch.Tensor, nrow: int, path: Path, title: str | None = None) -> Path:
+    """Write an image grid as PNG (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = image_grid(images, nrow)
+    fig, ax = plt.subplots(figsize=(max(2.0, grid.shape[1] / 30), max(1.0, grid.shape[0] / 30) + (0.4 if title else 0)))
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_tsne(mu: torch.Tensor, labels: torch.Tensor, path: Path, n: int = 2000, seed: int = 0) -> Path:
+    """t-SNE of (a subsample of) test latent means coloured by class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    idx = np.random.default_rng(seed).permutation(len(mu))[: min(n, len(mu))]
+    z = mu[idx].double().numpy()
+    y = labels[idx].numpy()
+    perplexity = min(30.0, (len(idx) - 1) / 3)
+    emb = TSNE(n_components=2, init="pca", perplexity=perplexity, max_iter=500, random_state=seed).fit_transform(z)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    sc = ax.scatter(emb[:, 0], emb[:, 1], c=y, cmap="tab10", s=4)
+    ax.legend(*sc.legend_elements(), title="class", fontsize=7, loc="best", markerscale=0.8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"t-SNE of {len(idx)} test latent means")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+def _model_label(meta: dict) -> str:
+    return f"{str(meta.get('kind', '?')).upper()} ({meta.get('variant', '?')})"
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in ("torchmetrics", "sklearn"):
+        try:
+            out[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return out
+
+
+def _fid_on(extract: Any, real: torch.Tensor, fake: torch.Tensor, batch_size: int, desc: str) -> float:
+    from tqdm.auto import tqdm
+
+    fd = metrics.FrechetDistance(extract)
+    for i in tqdm(range(0, len(real), batch_size), desc=desc, leave=False):
+        fd.update(real[i : i + batch_size], real=True)
+        fd.update(fake[i : i + batch_size], real=False)
+    return fd.compute()
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the requested metrics and figures for one checkpoint; return the eval.json payload."""
+    wanted = [m.strip().lower() for m in args.metrics.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - set(ALL_METRICS))
+    if unknown:
+        raise EvalError(f"--metrics: unknown {unknown}; choose from {','.join(ALL_METRICS)}")
+    for name in ("limit", "train_limit", "nll_limit", "nll_samples", "batch_size"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise EvalError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    torch.manual_seed(args.seed)
+    device = args.device
+    model, meta = load_checkpoint(args.checkpoint, args.dataset, device)
+    dataset = meta["dataset"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    test_x, test_y = load_split(dataset, "test", args.data_dir, args.limit)
+    need_train = "acc" in wanted or args.figures
+    train_x = train_y = None
+    if need_train:
+        train_x, train_y = load_split(dataset, "train", args.data_dir, args.train_limit)
+
+    results: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    bs = args.batch_size
+    test_mu = encode_all(model, test_x, bs, device, "encode test")
+    recon = decode_all(model, test_mu, bs, device)
+
+    if "psnr" in wanted:
+        results["psnr"] = float(metrics.psnr_per_image(recon, test_x).mean())
+    if "ssim" in wanted:
+        results["ssim"] = float(metrics.ssim_per_image(recon, test_x).mean())
+    if "au" in wanted:
+        count, _ = metrics.active_units(test_mu, args.au_threshold)
+        results["active_units"] = count
+        results["latent_dim"] = int(test_mu.shape[1])
+    if "nll" in wanted:
+        nll_x = test_x[: args.nll_limit] if args.nll_limit else test_x
+        nll = metrics.estimate_nll(
+            model, _batches(nll_x, args.nll_batch_size, device), args.nll_samples, seed=args.seed
+        )
+        results["nll"] = nll["nll"]
+        results["bits_per_dim"] = nll["bits_per_dim"]
+        results["nll_samples"] = nll["nll_samples"]
+        results["nll_n"] = nll["n"]
+    train_mu = None
+    if train_x is not None:
+        train_mu = encode_all(model, train_x, bs, device, "encode train")
+    if "acc" in wanted:
+        kind, hidden = metrics.classifier_for(dataset)
+        results["accuracy"] = metrics.downstream_accuracy(
+            train_mu, train_y, test_mu, test_y, kind, hidden, max_iter=args.probe_iters, seed=args.seed
+        )
+        results["probe"] = f"{kind}" + (f"-{hidden}" if kind == "mlp" else "")
+    if "fid" in wanted:
+        extract, reason = metrics.inception_extractor(args.fid_weights)
+        if extract is None:
+            print(reason, file=sys.stderr)
+            skipped["fid"] = skipped["rfid"] = reason
+        else:
+            z = sample_latents(len(test_x), model.latent_dim, "normal", seed=args.seed)
+            samples = decode_all(model, z, bs, device)
+            results["fid"] = _fid_on(extract, test_x, samples, bs, "FID")
+            results["rfid"] = _fid_on(extract, test_x, recon, bs, "rFID")
+
+    figures = []
+    if args.figures:
+        figures = make_figures(model, meta, test_x, test_y, test_mu, recon, train_mu, out, args)
+
+    payload = {
+        "checkpoint": str(args.checkpoint),
+        "model": {k: meta.get(k) for k in ("kind", "dataset", "variant", "latent_dim", "epoch")},
+        "label": _model_label(meta),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "metrics": results,
+        "skipped": skipped,
+        "settings": {
+            "metrics": wanted,
+            "limit": args.limit,
+            "n_test": len(test_x),
+            "n_train": None if train_x is None else len(train_x),
+            "nll_samples": args.nll_samples,
+            "au_threshold": args.au_threshold,
+            "reconstruction": "decode(E_q[z|x]), clamped to [0, 1]",
+            "nll_estimator": "log-mean-exp of p(x|z)p(z)/q(z|x) over K samples of q(z|x)",
+            "seed": args.seed,
+            "device": device,
+        },
+        "figures": [str(f.name) for f in figures],
+        "versions": _versions(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if hasattr(model, "config") and hasattr(model.config, "to_dict"):
+        payload["config"] = model.config.to_dict()
+    training = {k: meta[k] for k in ("epochs", "batch_size", "lr", "seed", "dataset_size") if k in meta}
+    if isinstance(meta.get("history"), list) and meta["history"]:
+        training["last_epoch"] = meta["history"][-1]
+    if training:
+        payload["training"] = training
+    (out / "eval.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return payload
+
+
+def make_figures(
+    model: nn.Module,
+    meta: dict,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    test_mu: torch.Tensor,
+    recon: torch.Tensor,
+    train_mu: torch.Tensor | None,
+    out: Path,
+    args: argparse.Namespace,
+) -> list[Path]:
+    """Reconstruction grid, interpolation strips, N(0,I)/GMM samples and t-SNE, as PNGs under `out`."""
+    from tqdm.auto import tqdm
+
+    label = _model_label(meta)
+    bs, device = args.batch_size, args.device
+    steps = tqdm(total=5, desc="figures", leave=False)
+    files = []
+    k = min(8, len(test_x))
+    pair = torch.cat([test_x[:k], recon[:k]])
+    files.append(save_grid(pair, k, out / "reconstructions.png", f"{label}: test images (top), reconstructions"))
+    steps.update()
+    if len(test_x) >= 2:
+        strips = []
+        for a in range(0, min(8, len(test_x) - 1), 2):
+            strips.append(decode_all(model, interpolate_latents(test_mu[a], test_mu[a + 1], 10), bs, device))
+        files.append(save_grid(torch.cat(strips), 10, out / "interpolation.png", f"{label}: latent interpolation"))
+    steps.update()
+    z = sample_latents(64, test_mu.shape[1], "normal", seed=args.seed)
+    files.append(save_grid(decode_all(model, z, bs, device), 8, out / "samples_normal.png", f"{label}: z ~ N(0, I)"))
+    steps.update()
+    if train_mu is not None:
+        gmm = fit_gmm(train_mu, args.gmm_components, args.seed)
+        z = sample_latents(64, test_mu.shape[1], "gmm", gmm, seed=args.seed)
+        title = f"{label}: z ~ GMM({args.gmm_components}) on train latents"
+        files.append(save_grid(decode_all(model, z, bs, device), 8, out / "samples_gmm.png", title))
+    steps.update()
+    if args.tsne > 0 and len(test_mu) >= 10:
+        files.append(save_tsne(test_mu, test_y, out / "tsne.png", args.tsne, args.seed))
+    steps.update()
+    steps.close()
+    return files
+
+
+METRIC_ROWS = (
+    ("parameters", "parameters", "{:,}"),
+    ("NLL (nats)", "nll", "{:.2f}"),
+    ("bits/dim", "bits_per_dim", "{:.4f}"),
+    ("AU", "active_units", "{}"),
+    ("FID", "fid", "{:.2f}"),
+    ("PSNR (dB)", "psnr", "{:.2f}"),
+    ("SSIM", "ssim", "{:.4f}"),
+    ("rFID", "rfid", "{:.2f}"),
+    ("accuracy", "accuracy", "{:.4f}"),
+)
+
+
+def _fmt(payload: dict, key: str, fmt: str) -> str:
+    value = payload.get("parameters") if key == "parameters" else payload.get("metrics", {}).get(key)
+    if value is None:
+        return "n/a"
+    if key == "active_units" and payload.get("metrics", {}).get("latent_dim"):
+        return f"{value}/{payload['metrics']['latent_dim']}"
+    return fmt.format(value)
+
+
+def print_summary(payload: dict) -> None:
+    print(f"{payload['label']} on {payload['model']['dataset']} (epoch {payload['model'].get('epoch')})")
+    for name, key, fmt in METRIC_ROWS:
+        print(f"  {name:<12} {_fmt(payload, key, fmt)}")
+    for key, reason in payload.get("skipped", {}).items():
+        print(f"  {key}: {reason}")
+
+
+def compare_table(payloads: list[dict]) -> str:
+    """One markdown table, a row per run: model, parameters, NLL, AU, FID, PSNR, SSIM, rFID, accuracy."""
+    columns = [("model", None, None)] + [row for row in METRIC_ROWS if row[1] != "bits_per_dim"]
+    lines = [
+        "| " + " | ".join(c[0] for c in columns) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|",
+    ]
+    for p in payloads:
+        cells = [p.get("label") or _model_label(p.get("model", {}))]
+        cells += [_fmt(p, key, fmt) for _, key, fmt in columns[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+def cmd_eval(args: argparse.Namespace) -> int:
+    try:
+        payload = evaluate(args)
+    except EvalError as exc:
+        print(f"bvae eval: error: {exc}", file=sys.stderr)
+        return 2
+    print_summary(payload)
+    print(
+        f"wrote {Path(args.out) / 'eval.json'}"
+        + (f" and {len(payload['figures'])} figures" if payload["figures"] else "")
+    )
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    try:
+        if args.n < 1:
+            raise EvalError(f"--n must be >= 1, got {args.n}")
+        model, meta = load_checkpoint(args.checkpoint, args.dataset, args.device)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        gmm = None
+        if args.sampler == "gmm":
+            train_x, _ = load_split(meta["dataset"], "train", args.data_dir, args.train_limit)
+            gmm = fit_gmm(
+                encode_all(model, train_x, args.batch_size, args.device, "encode train"), args.gmm_components, args.seed
+            )
+        z = sample_latents(args.n, model.latent_dim, args.sampler, gmm, args.seed)
+        images = decode_all(model, z, args.batch_size, args.device)
+        nrow = max(1, int(math.ceil(math.sqrt(args.n))))
+        label = _model_label(meta)
+        written = [save_grid(images, nrow, out / f"samples_{args.sampler}.png", f"{label}: {args.sampler} sampler")]
+        if args.interpolate:
+            test_x, _ = load_split(meta["dataset"], "test", args.data_dir, 16)
+            mu = encode_all(model, test_x, args.batch_size, args.device, "encode test")
+            strips = [
+                decode_all(model, interpolate_latents(mu[a], mu[a + 1], 10), args.batch_size, args.device)
+                for a in range(0, min(8, len(mu) - 1), 2)
+            ]
+            written.append(save_grid(torch.cat(strips), 10, out / "interpolation.png", f"{label}: interpolation"))
+    except (EvalError, ValueError) as exc:
+        print(f"bvae sample: error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    payloads = []
+    for run in args.runs:
+        path = Path(run)
+        path = path / "eval.json" if path.is_dir() else path
+        try:
+            payloads.append(json.loads(path.read_text()))
+        except FileNotFoundError:
+            print(f"bvae compare: error: no eval.json at {path}", file=sys.stderr)
+            return 2
+        except json.JSONDecodeError as exc:
+            print(f"bvae compare: error: {path} is not valid JSON: {exc}", file=sys.stderr)
+            return 2
+    table = compare_table(payloads)
+    print(table, end="")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(table)
+    return 0
+
+
+def _positive_or_none(text: str) -> int | None:
+    return None if text.lower() in ("none", "all", "0") else int(text)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="checkpoint written by `bvae train`")
+    p.add_argument(
+        "--dataset",
+        "--data",
+        dest="dataset",
+        default=None,
+        help="expected dataset; an error if the checkpoint was trained on another",
+    )
+    p.add_argument("--data-dir", default=None, help="dataset directory (nothing is downloaded)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gmm-components", type=int, default=10, help="mixture components of the GMM sampler")
+    p.add_argument(
+        "--train-limit",
+        type=_positive_or_none,
+        default=None,
+        help="use only the first N training images (probe, GMM); default all",
+    )
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add the eval, sample and compare subcommands to the `bvae` CLI."""
+    p = subparsers.add_parser("eval", help="evaluate a checkpoint: eval.json, figures and a table")
+    _add_common(p)
+    p.add_argument("--metrics", default=",".join(ALL_METRICS), help=f"comma list of {','.join(ALL_METRICS)}")
+    p.add_argument("--nll-samples", type=int, default=1000, help="importance samples K per image (paper: 1000)")
+    p.add_argument("--nll-limit", type=int, default=None, help="NLL on only the first N test images")
+    p.add_argument("--nll-batch-size", type=int, default=16, help="images per NLL batch (x K samples decoded)")
+    p.add_argument("--limit", type=_positive_or_none, default=None, help="use only the first N test images")
+    p.add_argument("--au-threshold", type=float, default=0.01, help="active if Cov_x(E_q[z_u]) exceeds this")
+    p.add_argument("--probe-iters", type=int, default=200, help="max iterations of the downstream probe")
+    p.add_argument("--fid-weights", default=None, help="local Inception-v3 weights (torch-fidelity pt_inception)")
+    p.add_argument("--tsne", type=int, default=1000, help="points in the t-SNE plot (0: no plot)")
+    p.add_argument("--no-figures", dest="figures", action="store_false", help="skip the PNG figures")
+    p.add_argument("--out", default="eval_out", help="output directory (eval.json, PNGs)")
+    p.set_defaults(func=cmd_eval)
+
+    p = subparsers.add_parser("sample", help="decode samples from N(0, I) or a GMM on training latents")
+    _add_common(p)
+    p.add_argument("--n", type=int, default=64, help="number of samples")
+    p.add_argument("--sampler", choices=("normal", "gmm"), default="normal")
+    p.add_argument("--interpolate", action="store_true", help="also write interpolation strips of test images")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=cmd_sample)
+
+    p = subparsers.add_parser("compare", help="one markdown table from several eval.json files")
+    p.add_argument("runs", nargs="+", help="run directories holding eval.json (or eval.json paths)")
+    p.add_argument("--out", default=None, help="also write the table to this file")
+    p.set_defaults(func=cmd_compare)
