@@ -13,7 +13,15 @@ from __future__ import annotations
 
 import torch
 
-from ..ops import BI_OPS, FAKES, channels_last_output, fake_bi_backward, reference_op, register_bi_autograd
+from ..ops import (
+    BI_OPS,
+    FAKES,
+    channels_last_output,
+    conv_transpose_output_size,
+    fake_bi_backward,
+    reference_op,
+    register_bi_autograd,
+)
 from .configs import interpreting
 from .conv import conv2d
 from .conv_transpose import conv_transpose2d
@@ -89,8 +97,10 @@ def _bi_conv2d_backward(grad, x, weight, u, stride, padding, alpha, beta, gamma,
 
 
 def _bi_conv2d_reverse(z, weight, bias, stride, padding, output_padding, alpha, beta, gamma):  # noqa: ANN001, ANN202
-    kh, kw = weight.shape[2:]
-    out_hw = tuple((z.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + (kh, kw)[i] + output_padding[i] for i in (0, 1))
+    out_hw = tuple(
+        conv_transpose_output_size(z.shape[2 + i], weight.shape[2 + i], stride[i], padding[i], output_padding[i])
+        for i in (0, 1)
+    )
     return conv_transpose2d(
         z, weight, bias, tuple(stride), tuple(padding), out_hw, (alpha, beta, gamma), out_format=_fmt(z)
     )
