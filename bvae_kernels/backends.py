@@ -142,10 +142,10 @@ def _resolve_backend(requested: str | None, device: torch.device, unsupported: s
         if requested not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS} or None, got {requested!r}")
         reason = _unavailable_reason(requested, device_type)
-        if reason is not None and not (requested == "triton" and device_type == "cuda"):
+        if reason is None and requested == "triton":
+            reason = unsupported
+        if reason is not None:
             raise ValueError(f"backend={requested!r} cannot run this call: {reason}")
-        if requested == "triton" and (reason or unsupported):
-            raise ValueError(f"backend='triton' cannot run this call: {reason or unsupported}")
         return requested
     env = os.environ.get("BVAE_BACKEND") or None
     if env is not None and env not in BACKENDS:
