@@ -6,7 +6,8 @@ activation that *produced* h_{i-1} in the forward direction: a_{i-1}, and for th
 container's `input_activation` (identity by default: data has no activation). This keeps the reverse
 pass a true mirror of the forward one (e.g. a forward layer with identity output is followed in reverse
 by a G-NoVa, and the reverse ends in identity logits/means). The weights are the same tensors in both
-directions; the reverse calls `bk.bi_conv2d_reverse` / `bk.bi_linear_reverse` on them directly.
+directions; the reverse runs each layer's own `reverse` (the fused `bk.bi_conv2d_reverse` /
+`bk.bi_linear_reverse` on the same weight) with the mirror rule's activation.
 
 Strided convolutions lose the exact input size (28 -> 14 with k=4, s=2, p=1 could come from 28 or 29), so
 a BiSequential built with `input_shape=(C, H, W)` records every layer's input shape once, from the
@@ -66,19 +67,9 @@ def reverse_layer(
 ) -> torch.Tensor:
     """Runs `layer` in reverse through its own weights, ending in `activation` (see the mirror rule)."""
     if isinstance(layer, BiConv2d):
-        output_padding = (0, 0) if output_size is None else layer.output_padding_for(z.shape[-2:], output_size)
-        return bk.bi_conv2d_reverse(
-            z,
-            layer.weight,
-            layer.reverse_bias,
-            stride=layer.stride,
-            padding=layer.padding,
-            output_padding=output_padding,
-            activation=activation,
-            backend=layer.backend,
-        )
+        return layer.reverse(z, output_size, activation=activation)
     if isinstance(layer, BiLinear):
-        return bk.bi_linear_reverse(z, layer.weight, layer.reverse_bias, activation=activation, backend=layer.backend)
+        return layer.reverse(z, activation=activation)
     if isinstance(layer, (BiResBlock, BiSequential)):
         return layer.reverse(z, output_size, activation=activation)
     if isinstance(layer, BiFlatten):
@@ -122,15 +113,22 @@ class BiResBlock(nn.Module):
     conv2's reverse ends in conv1's activation, conv1's reverse in identity, then the skip add and `a`.
     """
 
-    def __init__(self, channels: int, activation: ActivationLike = "gnova", backend: str | None = None) -> None:
+    def __init__(
+        self,
+        channels: int,
+        activation: ActivationLike = "gnova",
+        backend: str | None = None,
+        reverse_scale: bool = False,
+    ) -> None:
         super().__init__()
         if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
             raise ValueError(f"BiResBlock: channels must be a positive int, got {channels!r}")
         self.channels = channels
         self.activation = resolve_activation(activation)
         self.backend = backend
-        self.conv1 = BiConv2d(channels, channels, 3, padding=1, activation=self.activation, backend=backend)
-        self.conv2 = BiConv2d(channels, channels, 3, padding=1, activation=IDENTITY, backend=backend)
+        common = {"padding": 1, "backend": backend, "reverse_scale": reverse_scale}
+        self.conv1 = BiConv2d(channels, channels, 3, activation=self.activation, **common)
+        self.conv2 = BiConv2d(channels, channels, 3, activation=IDENTITY, **common)
 
     def _act(self, u: torch.Tensor, activation: GNoVa) -> torch.Tensor:
         if activation == IDENTITY:

@@ -3,6 +3,12 @@
 BiConv2d takes nn.Conv2d's arguments and loads an nn.Conv2d state_dict (its reverse bias, `reverse_bias`,
 is the one extra parameter); BiLinear does the same for nn.Linear. The reverse direction reads the same
 weight tensor: no transposed or flipped copy exists.
+
+`reverse_scale=True` adds one scalar, `reverse_log_scale` s: the reverse direction computes
+a(e^s W^T z + b_r). Tying fixes the ratio of the two directions' gains to 1; a trained VAE's decoder layers
+end up 3-8x larger than its encoder's (the KL term keeps the mean head small), so a tied layer must
+compromise. One log-scale per layer gives that ratio back at no cost to the fused kernels: a scalar commutes
+with the contraction, so it multiplies z before the fused op.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import torch
 from torch import nn
 
 import bvae_kernels as bk
-from bvae_kernels.activation import ActivationLike, resolve_activation
+from bvae_kernels.activation import ActivationLike, GNoVa, resolve_activation
 from bvae_kernels.ops import conv_transpose_output_size
 
 
@@ -30,8 +36,29 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return values  # type: ignore[return-value]
 
 
-class _ReverseBiasMixin:
-    """Lets a state_dict of the unidirectional twin (nn.Conv2d / nn.Linear) load: reverse_bias is extra."""
+class _ReverseParamsMixin:
+    """What BiConv2d and BiLinear add to their unidirectional twins: the reverse bias and an optional reverse scale.
+
+    A state_dict of the twin (nn.Conv2d / nn.Linear) loads: the reverse-only parameters it lacks keep their
+    current values (a missing reverse scale stays exp(0) = 1, which is the layer without one).
+    """
+
+    reverse_log_scale: nn.Parameter | None
+
+    def _init_reverse_scale(self, enabled: bool, factory: dict) -> None:
+        self.register_parameter("reverse_log_scale", nn.Parameter(torch.zeros((), **factory)) if enabled else None)
+
+    def _scaled_reverse_input(self, z: torch.Tensor) -> torch.Tensor:
+        """z * exp(s): a scalar commutes with the transposed contraction, so the fused op still adds b_r and
+        applies a() (one extra elementwise pass over the reverse input)."""
+        if self.reverse_log_scale is None:
+            return z
+        return z * self.reverse_log_scale.exp()
+
+    def _reverse_activation(self, activation: ActivationLike) -> GNoVa:
+        if isinstance(activation, str) and activation == "default":
+            return self.activation  # type: ignore[attr-defined]
+        return resolve_activation(activation)
 
     def _load_from_state_dict(
         self,
@@ -43,16 +70,17 @@ class _ReverseBiasMixin:
         unexpected_keys: list,
         error_msgs: list,
     ) -> None:
-        key = prefix + "reverse_bias"
-        has_reverse_bias = getattr(self, "reverse_bias", None) is not None
-        if has_reverse_bias and key not in state_dict and prefix + "weight" in state_dict:
-            state_dict[key] = self.reverse_bias.detach().clone()
+        if prefix + "weight" in state_dict:
+            for name in ("reverse_bias", "reverse_log_scale"):
+                value = getattr(self, name, None)
+                if value is not None and prefix + name not in state_dict:
+                    state_dict[prefix + name] = value.detach().clone()
         super()._load_from_state_dict(  # type: ignore[misc]
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
 
-class BiConv2d(_ReverseBiasMixin, nn.Module):
+class BiConv2d(_ReverseParamsMixin, nn.Module):
     """A bidirectional conv: forward a(conv2d(x, W) + b_f), reverse a(conv_transpose2d(z, W) + b_r)."""
 
     def __init__(
@@ -70,6 +98,7 @@ class BiConv2d(_ReverseBiasMixin, nn.Module):
         dtype: torch.dtype | None = None,
         activation: ActivationLike = "gnova",
         backend: str | None = None,
+        reverse_scale: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
@@ -110,6 +139,7 @@ class BiConv2d(_ReverseBiasMixin, nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         self.reverse_bias = nn.Parameter(torch.empty(in_channels, **factory)) if bias else None
+        self._init_reverse_scale(reverse_scale, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -122,6 +152,8 @@ class BiConv2d(_ReverseBiasMixin, nn.Module):
         if self.reverse_bias is not None:
             bound = 1 / math.sqrt(self.out_channels * kh * kw)
             nn.init.uniform_(self.reverse_bias, -bound, bound)
+        if self.reverse_log_scale is not None:
+            nn.init.zeros_(self.reverse_log_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode: a(conv2d(x, W) + b_f). x: [N, C_in, H, W] or [C_in, H, W]."""
@@ -152,11 +184,15 @@ class BiConv2d(_ReverseBiasMixin, nn.Module):
             pads.append(extra)
         return (pads[0], pads[1])
 
-    def reverse(self, z: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
-        """Decode through the same weight: a(conv_transpose2d(z, W) + b_r).
+    def reverse(
+        self, z: torch.Tensor, output_size: Sequence[int] | None = None, *, activation: ActivationLike = "default"
+    ) -> torch.Tensor:
+        """Decode through the same weight: a(conv_transpose2d(z, W) + b_r), or a(e^s conv_transpose2d(z, W) + b_r)
+        with a reverse scale.
 
         `output_size` (…, H, W) picks the output_padding, as for nn.ConvTranspose2d (needed to invert a
-        strided forward exactly, e.g. 28 -> 14 -> 28 with k=3, s=2, p=1).
+        strided forward exactly, e.g. 28 -> 14 -> 28 with k=3, s=2, p=1). `activation` replaces a ("default":
+        the layer's own; containers pass the mirror rule's choice).
         """
         output_padding = (0, 0)
         if output_size is not None:
@@ -164,13 +200,13 @@ class BiConv2d(_ReverseBiasMixin, nn.Module):
                 raise ValueError("BiConv2d.reverse: z must be a 3D or 4D tensor")
             output_padding = self.output_padding_for(z.shape[-2:], output_size)
         return bk.bi_conv2d_reverse(
-            z,
+            self._scaled_reverse_input(z),
             self.weight,
             self.reverse_bias,
             stride=self.stride,
             padding=self.padding,
             output_padding=output_padding,
-            activation=self.activation,
+            activation=self._reverse_activation(activation),
             backend=self.backend,
         )
 
@@ -178,10 +214,11 @@ class BiConv2d(_ReverseBiasMixin, nn.Module):
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"padding={self.padding}, bias={self.bias is not None}, activation={self.activation}"
+            + (", reverse_scale=True" if self.reverse_log_scale is not None else "")
         )
 
 
-class BiLinear(_ReverseBiasMixin, nn.Module):
+class BiLinear(_ReverseParamsMixin, nn.Module):
     """A bidirectional dense layer: forward a(x W^T + b_f), reverse a(z W + b_r)."""
 
     def __init__(
@@ -193,6 +230,7 @@ class BiLinear(_ReverseBiasMixin, nn.Module):
         dtype: torch.dtype | None = None,
         activation: ActivationLike = "gnova",
         backend: str | None = None,
+        reverse_scale: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
@@ -205,6 +243,7 @@ class BiLinear(_ReverseBiasMixin, nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
         self.reverse_bias = nn.Parameter(torch.empty(in_features, **factory)) if bias else None
+        self._init_reverse_scale(reverse_scale, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -214,17 +253,29 @@ class BiLinear(_ReverseBiasMixin, nn.Module):
             nn.init.uniform_(self.bias, -1 / math.sqrt(self.in_features), 1 / math.sqrt(self.in_features))
         if self.reverse_bias is not None:
             nn.init.uniform_(self.reverse_bias, -1 / math.sqrt(self.out_features), 1 / math.sqrt(self.out_features))
+        if self.reverse_log_scale is not None:
+            nn.init.zeros_(self.reverse_log_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode: a(x W^T + b_f). x: [*, in_features]."""
         return bk.bi_linear(x, self.weight, self.bias, activation=self.activation, backend=self.backend)
 
-    def reverse(self, z: torch.Tensor) -> torch.Tensor:
-        """Decode through the same weight: a(z W + b_r). z: [*, out_features]."""
-        return bk.bi_linear_reverse(z, self.weight, self.reverse_bias, activation=self.activation, backend=self.backend)
+    def reverse(self, z: torch.Tensor, *, activation: ActivationLike = "default") -> torch.Tensor:
+        """Decode through the same weight: a(z W + b_r), or a(e^s z W + b_r) with a reverse scale. z: [*, out_features].
+
+        `activation` replaces a ("default": the layer's own; containers pass the mirror rule's choice).
+        """
+        return bk.bi_linear_reverse(
+            self._scaled_reverse_input(z),
+            self.weight,
+            self.reverse_bias,
+            activation=self._reverse_activation(activation),
+            backend=self.backend,
+        )
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}, activation={self.activation}"
+            + (", reverse_scale=True" if self.reverse_log_scale is not None else "")
         )

@@ -8,6 +8,14 @@ reverse through the same weights, ending in identity logits (Bernoulli: decode a
 Gaussian: the identity mean). Every reverse layer ends in the activation that produced its output in the
 forward direction (the mirror rule in bvae/blocks.py).
 
+Reverse scale (`reverse_scale=True`, the default): every layer used in reverse carries one learned scalar s
+and decodes with a(e^s W^T z + b_r). Tying forces both directions of a layer to one gain, but they want
+different gains: in a trained VAE twin the decoder entry has 7.7x the norm of the mean head and the decoder
+FC 2.8x the encoder FC (the KL term keeps mu small). Without s the tied layers compromise (demo: -0.96 dB
+against the twin; with s about -0.5 dB). s costs one parameter per layer and keeps the reverse op fused (a
+scalar commutes with the contraction). The VAE's decoder carries the same scalars (redundant there: they
+fold into its own weights), so both models train the same parameterization.
+
 VAE: the unidirectional twin. The encoder is the same body and heads used only forward; the decoder is a
 second body of the same block types plus a BiLinear entry layer, used only in reverse, so both models run
 the same kernels and differ only in weight sharing. Unused directions carry no parameters: the encoder's
@@ -66,6 +74,7 @@ class ModelConfig:
     k: int = 5
     dataset_size: int | None = None
     res_blocks: int = 1
+    reverse_scale: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in MODELS:
@@ -83,6 +92,8 @@ class ModelConfig:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.dataset_size is not None and (isinstance(self.dataset_size, bool) or self.dataset_size < 1):
             raise ValueError(f"dataset_size must be a positive int or None, got {self.dataset_size!r}")
+        if not isinstance(self.reverse_scale, bool):
+            raise ValueError(f"reverse_scale must be a bool, got {self.reverse_scale!r}")
         if self.res_blocks not in (0, 1, 2):
             raise ValueError(f"res_blocks must be 0, 1 or 2 (residual architecture), got {self.res_blocks!r}")
         GNoVa(self.gnova_alpha, self.gnova_beta, self.gnova_gamma)  # validates
@@ -112,15 +123,17 @@ class ModelConfig:
 def _body_layers(config: ModelConfig, act: GNoVa) -> list[nn.Module]:
     """The (bidirectional) body of one architecture, from the image to the hidden vector."""
     (channels, _, _), _, arch, w, hidden = DATASETS[config.dataset]
-    w, hidden, be = config.width, config.hidden, config.backend
-    conv = lambda cin, cout, k, s, p: BiConv2d(cin, cout, k, stride=s, padding=p, activation=act, backend=be)
+    w, hidden, be, rs = config.width, config.hidden, config.backend, config.reverse_scale
+    conv = lambda cin, cout, k, s, p: BiConv2d(
+        cin, cout, k, stride=s, padding=p, activation=act, backend=be, reverse_scale=rs
+    )
     if arch == "residual":
         layers: list[nn.Module] = [conv(channels, w, 4, 2, 1)]
         if config.res_blocks >= 2:
-            layers.append(BiResBlock(w, activation=act, backend=be))
+            layers.append(BiResBlock(w, activation=act, backend=be, reverse_scale=rs))
         layers.append(conv(w, 2 * w, 4, 2, 1))
         if config.res_blocks >= 1:
-            layers.append(BiResBlock(2 * w, activation=act, backend=be))
+            layers.append(BiResBlock(2 * w, activation=act, backend=be, reverse_scale=rs))
     elif arch == "conv6":
         layers, cin = [], channels
         for c in (w, 2 * w, 4 * w):
@@ -136,16 +149,19 @@ def _body_layers(config: ModelConfig, act: GNoVa) -> list[nn.Module]:
     shape = DATASETS[config.dataset][0]
     for layer in layers:
         shape = layer_output_shape(layer, shape)
-    layers += [BiFlatten(shape), BiLinear(shape[0] * shape[1] * shape[2], hidden, activation=act, backend=be)]
+    fc = BiLinear(shape[0] * shape[1] * shape[2], hidden, activation=act, backend=be, reverse_scale=rs)
+    layers += [BiFlatten(shape), fc]
     return layers
 
 
-def _strip_biases(module: nn.Module, direction: str) -> None:
-    """Removes the biases of the unused direction ("forward" or "reverse") from every bidirectional layer."""
-    name = "bias" if direction == "forward" else "reverse_bias"
+def _strip_unused(module: nn.Module, direction: str) -> None:
+    """Removes the parameters of the unused direction ("forward" or "reverse") from every bidirectional layer:
+    the forward bias, or the reverse bias and reverse scale."""
+    names = ("bias",) if direction == "forward" else ("reverse_bias", "reverse_log_scale")
     for layer in module.modules():
         if isinstance(layer, (BiConv2d, BiLinear)):
-            setattr(layer, name, None)
+            for name in names:
+                setattr(layer, name, None)
 
 
 def _fans(layer: nn.Module) -> tuple[int, int]:
@@ -261,7 +277,9 @@ class BVAE(_BaseVAE):
         super().__init__(config)
         act, be = self.activation, config.backend
         self.body = BiSequential(*_body_layers(config, act), input_shape=self.image_shape, input_activation=IDENTITY)
-        self.mu_head = BiLinear(config.hidden, config.latent_dim, activation=IDENTITY, backend=be)
+        self.mu_head = BiLinear(
+            config.hidden, config.latent_dim, activation=IDENTITY, backend=be, reverse_scale=config.reverse_scale
+        )
         self.logvar_head = nn.Linear(config.hidden, config.latent_dim)
         init_weights(self.body, act, "both")
         init_weights(self.mu_head, act, "both", identity_layers=(self.mu_head,))
@@ -292,11 +310,13 @@ class VAE(_BaseVAE):
         self.mu_head = BiLinear(config.hidden, config.latent_dim, activation=IDENTITY, backend=be)
         self.logvar_head = nn.Linear(config.hidden, config.latent_dim)
         self.decoder = BiSequential(*_body_layers(config, act), input_shape=self.image_shape, input_activation=IDENTITY)
-        self.decoder_head = BiLinear(config.hidden, config.latent_dim, activation=IDENTITY, backend=be)
-        _strip_biases(self.encoder, "reverse")
-        _strip_biases(self.mu_head, "reverse")
-        _strip_biases(self.decoder, "forward")
-        _strip_biases(self.decoder_head, "forward")
+        self.decoder_head = BiLinear(
+            config.hidden, config.latent_dim, activation=IDENTITY, backend=be, reverse_scale=config.reverse_scale
+        )
+        _strip_unused(self.encoder, "reverse")
+        _strip_unused(self.mu_head, "reverse")
+        _strip_unused(self.decoder, "forward")
+        _strip_unused(self.decoder_head, "forward")
         init_weights(self.encoder, act, "forward")
         init_weights(self.mu_head, act, "forward", identity_layers=(self.mu_head,))
         init_weights(self.decoder, act, "reverse")

@@ -425,6 +425,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gnova-beta", type=float, default=1.0, help="G-NoVa sigmoid weight beta (default 1)")
     parser.add_argument("--gnova-gamma", type=float, default=1.0, help="G-NoVa sigmoid gain gamma (default 1)")
     parser.add_argument("--res-blocks", type=int, default=1, help="MNIST-type nets: residual blocks (0-2)")
+    parser.add_argument(
+        "--no-reverse-scale",
+        action="store_true",
+        help="no learned log-scale per layer in the reverse direction (the paper's plain tied layer)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: min(2, cores))")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -487,6 +492,7 @@ def _arch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "gnova_beta": args.gnova_beta,
         "gnova_gamma": args.gnova_gamma,
         "res_blocks": args.res_blocks,
+        "reverse_scale": not args.no_reverse_scale,
     }
 
 

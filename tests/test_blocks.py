@@ -15,17 +15,24 @@ def _rel(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
+@pytest.mark.parametrize("reverse_scale", [False, True])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_resblock_forward_and_reverse_match_reference(backend):
+def test_resblock_forward_and_reverse_match_reference(backend, reverse_scale):
     torch.manual_seed(0)
-    block = BiResBlock(5, activation=ACT, backend=backend).double()
+    block = BiResBlock(5, activation=ACT, backend=backend, reverse_scale=reverse_scale).double()
     c1, c2 = block.conv1, block.conv2
+    g1 = g2 = 1.0
+    if reverse_scale:
+        with torch.no_grad():
+            c1.reverse_log_scale.fill_(0.3)
+            c2.reverse_log_scale.fill_(-0.5)
+        g1, g2 = c1.reverse_log_scale.exp(), c2.reverse_log_scale.exp()
     x = torch.randn(2, 5, 6, 7, dtype=torch.float64)
     want = ACT(x + ref.bi_conv2d(ref.bi_conv2d(x, c1.weight, c1.bias, 1, 1, ACT), c2.weight, c2.bias, 1, 1, "identity"))
     assert _rel(block(x), want) < 1e-12
     z = torch.randn(2, 5, 6, 7, dtype=torch.float64)
-    inner = ref.bi_conv2d_reverse(z, c2.weight, c2.reverse_bias, 1, 1, 0, ACT)  # mirror: ends in conv1's activation
-    inner = ref.bi_conv2d_reverse(inner, c1.weight, c1.reverse_bias, 1, 1, 0, "identity")
+    inner = ref.bi_conv2d_reverse(g2 * z, c2.weight, c2.reverse_bias, 1, 1, 0, ACT)  # mirror: ends in conv1's act
+    inner = ref.bi_conv2d_reverse(g1 * inner, c1.weight, c1.reverse_bias, 1, 1, 0, "identity")
     assert _rel(block.reverse(z), ACT(z + inner)) < 1e-12
     # the outer activation can be replaced (a block at the start of a network ends in identity in reverse)
     assert _rel(block.reverse(z, activation="identity"), z + inner) < 1e-12

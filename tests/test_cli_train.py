@@ -32,6 +32,17 @@ def test_train_tiny_run_then_resume(tmp_path, capsys):
     assert "resumed from" in capsys.readouterr().out
 
 
+def test_train_without_reverse_scale(tmp_path):
+    out = tmp_path / "plain"
+    argv = ["train", "--limit", "16", "--epochs", "1", "--batch-size", "8", "--out", str(out), "--no-reverse-scale"]
+    assert main(argv + TINY) == 0
+    from bvae.train import load_model
+
+    model, _ = load_model(out / "checkpoint.pt")
+    assert model.config.reverse_scale is False
+    assert not any(name.endswith("reverse_log_scale") for name, _ in model.named_parameters())
+
+
 def test_train_variants_and_vae_kind(tmp_path):
     for kind, variant in (("vae", "beta-tcvae"), ("bvae", "iwae")):
         out = tmp_path / f"{kind}-{variant}"

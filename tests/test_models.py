@@ -53,9 +53,22 @@ def _ref_act(model):
     return model.activation
 
 
+def _randomize_reverse_scales(model):
+    """Moves every reverse scale off exp(0) = 1, so a composition that forgot one cannot match."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("reverse_log_scale"):
+                p.uniform_(-0.7, 0.7)
+
+
+def _rs(layer):
+    return layer.reverse_log_scale.exp()
+
+
 def test_bvae_fashion_encode_and_decode_match_reference_composition():
     torch.manual_seed(0)
     model = build_model("bvae", "fashion-mnist", latent_dim=5, backend="torch", res_blocks=2, **SMALL).double()
+    _randomize_reverse_scales(model)
     a = _ref_act(model)
     conv1, res1, conv2, res2, _, fc = model.body
     x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
@@ -66,14 +79,15 @@ def test_bvae_fashion_encode_and_decode_match_reference_composition():
     mu, logvar = model.encode(x)
     assert _rel(mu, ref.bi_linear(h, model.mu_head.weight, model.mu_head.bias, "identity")) < 1e-12
     assert _rel(logvar, h @ model.logvar_head.weight.T + model.logvar_head.bias) < 1e-12
-    # decode: z enters through the mean head's weight, then every layer in reverse through its own weight
+    # decode: z enters through the mean head's weight, then every layer in reverse through its own weight,
+    # each scaled by its reverse scale e^s
     z = torch.randn(3, 5, dtype=torch.float64)
-    g = ref.bi_linear_reverse(z, model.mu_head.weight, model.mu_head.reverse_bias, a)
-    g = ref.bi_linear_reverse(g, fc.weight, fc.reverse_bias, a).reshape(3, 8, 7, 7)
+    g = ref.bi_linear_reverse(z * _rs(model.mu_head), model.mu_head.weight, model.mu_head.reverse_bias, a)
+    g = ref.bi_linear_reverse(g * _rs(fc), fc.weight, fc.reverse_bias, a).reshape(3, 8, 7, 7)
     g = res2.reverse(g, activation=a)  # residual reverse is checked against the reference in test_blocks
-    g = ref.bi_conv2d_reverse(g, conv2.weight, conv2.reverse_bias, 2, 1, 0, a)  # 7 -> 14
+    g = ref.bi_conv2d_reverse(g * _rs(conv2), conv2.weight, conv2.reverse_bias, 2, 1, 0, a)  # 7 -> 14
     g = res1.reverse(g, activation=a)
-    logits = ref.bi_conv2d_reverse(g, conv1.weight, conv1.reverse_bias, 2, 1, 0, "identity")  # 14 -> 28
+    logits = ref.bi_conv2d_reverse(g * _rs(conv1), conv1.weight, conv1.reverse_bias, 2, 1, 0, "identity")  # 14 -> 28
     assert _rel(model.decode_logits(z), logits) < 1e-12
     assert _rel(model.decode(z), torch.sigmoid(logits)) < 1e-12
 
@@ -81,15 +95,16 @@ def test_bvae_fashion_encode_and_decode_match_reference_composition():
 def test_bvae_cifar_decode_matches_reference_composition():
     torch.manual_seed(1)
     model = build_model("bvae", "cifar10", latent_dim=4, backend="torch", **SMALL).double()
+    _randomize_reverse_scales(model)
     a = _ref_act(model)
     z = torch.randn(2, 4, dtype=torch.float64)
     layers = list(model.body)
     convs, fc = layers[:6], layers[7]
-    g = ref.bi_linear_reverse(z, model.mu_head.weight, model.mu_head.reverse_bias, a)
-    g = ref.bi_linear_reverse(g, fc.weight, fc.reverse_bias, a).reshape(2, 16, 4, 4)
+    g = ref.bi_linear_reverse(z * _rs(model.mu_head), model.mu_head.weight, model.mu_head.reverse_bias, a)
+    g = ref.bi_linear_reverse(g * _rs(fc), fc.weight, fc.reverse_bias, a).reshape(2, 16, 4, 4)
     for i in range(5, -1, -1):
-        c = convs[i]
-        g = ref.bi_conv2d_reverse(g, c.weight, c.reverse_bias, c.stride, c.padding, 0, a if i > 0 else "identity")
+        c, act = convs[i], a if i > 0 else "identity"
+        g = ref.bi_conv2d_reverse(g * _rs(c), c.weight, c.reverse_bias, c.stride, c.padding, 0, act)
     assert g.shape == (2, 3, 32, 32)
     assert _rel(model.decode(z), g) < 1e-12  # Gaussian: identity mean
 
@@ -99,6 +114,7 @@ def test_compiled_backend_matches_reference_backend(kind):
     torch.manual_seed(2)
     m_ref = build_model(kind, "fashion-mnist", latent_dim=4, backend="torch", **SMALL).double()
     m_cpu = build_model(kind, "fashion-mnist", latent_dim=4, backend=None, **SMALL).double()
+    _randomize_reverse_scales(m_ref)
     m_cpu.load_state_dict(m_ref.state_dict())
     x, eps = torch.rand(3, 1, 28, 28, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
     out_ref, out_cpu = m_ref(x, eps=eps), m_cpu(x, eps=eps)
@@ -125,10 +141,10 @@ def test_vae_twin_is_unidirectional():
     model = build_model("vae", "fashion-mnist", **SMALL)
     for layer in model.encoder.modules():
         if isinstance(layer, (BiConv2d, BiLinear)):
-            assert layer.reverse_bias is None and layer.bias is not None
+            assert layer.reverse_bias is None and layer.reverse_log_scale is None and layer.bias is not None
     for layer in model.decoder.modules():
         if isinstance(layer, (BiConv2d, BiLinear)):
-            assert layer.bias is None and layer.reverse_bias is not None
+            assert layer.bias is None and layer.reverse_bias is not None and layer.reverse_log_scale is not None
     enc = {p.data_ptr() for p in model.encoder.parameters()}
     assert not enc & {p.data_ptr() for p in model.decoder.parameters()}
 
@@ -164,3 +180,23 @@ def test_beta_tcvae_model_requires_dataset_size():
     model = build_model("bvae", "fashion-mnist", variant="beta-tcvae", **SMALL)
     with pytest.raises(ValueError, match="dataset_size is required"):
         model(torch.rand(2, 1, 28, 28))
+
+
+@pytest.mark.parametrize("kind", ["bvae", "vae"])
+def test_reverse_scale_is_one_scalar_per_layer_used_in_reverse(kind):
+    with_scale = build_model(kind, "fashion-mnist", **SMALL)
+    without = build_model(kind, "fashion-mnist", reverse_scale=False, **SMALL)
+    scales = [n for n, _ in with_scale.named_parameters() if n.endswith("reverse_log_scale")]
+    # residual body: conv, conv, res block (2 convs), fc, plus the mean head (BVAE) / decoder entry (VAE)
+    assert len(scales) == 6
+    assert with_scale.num_parameters() - without.num_parameters() == 6
+    assert not any(n.endswith("reverse_log_scale") for n, _ in without.named_parameters())
+    if kind == "vae":
+        assert all(n.startswith("decoder") for n in scales)
+    # a scale of exp(0) = 1 is the model without one: its weights load and decode identically
+    torch.manual_seed(0)
+    without.load_state_dict(with_scale.state_dict(), strict=False)
+    z = torch.randn(2, with_scale.latent_dim)
+    torch.testing.assert_close(with_scale.decode(z), without.decode(z), rtol=0, atol=0)
+    _randomize_reverse_scales(with_scale)
+    assert not torch.allclose(with_scale.decode(z), without.decode(z))
