@@ -36,6 +36,29 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return values  # type: ignore[return-value]
 
 
+class _ScaleByExp(torch.autograd.Function):
+    """z * exp(s) that saves only its output: d/dz = e^s and d/ds = sum(g * z e^s) both need y = z e^s, the
+    tensor the reverse op saves anyway, so the scale adds no saved activation (a plain `z * s.exp()` would
+    keep z as well)."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        y = z * log_scale.exp()
+        ctx.save_for_backward(y, log_scale)  # the input s, not e^s: backward's e^s must stay differentiable
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # noqa: ANN001
+        y, log_scale = ctx.saved_tensors
+        scale = log_scale.exp()
+        grad_z = grad * scale if ctx.needs_input_grad[0] else None
+        grad_s = None
+        if ctx.needs_input_grad[1]:
+            acc = torch.promote_types(grad.dtype, torch.float32)  # sum low-precision products in fp32
+            grad_s = (grad.to(acc) * y.to(acc)).sum().to(scale.dtype)
+        return grad_z, grad_s
+
+
 class _ReverseParamsMixin:
     """What BiConv2d and BiLinear add to their unidirectional twins: the reverse bias and an optional reverse scale.
 
@@ -53,7 +76,7 @@ class _ReverseParamsMixin:
         applies a() (one extra elementwise pass over the reverse input)."""
         if self.reverse_log_scale is None:
             return z
-        return z * self.reverse_log_scale.exp()
+        return _ScaleByExp.apply(z, self.reverse_log_scale)
 
     def _reverse_activation(self, activation: ActivationLike) -> GNoVa:
         if isinstance(activation, str) and activation == "default":

@@ -11,6 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import bvae
 import bvae_kernels as bk
+from bvae.layers import _ScaleByExp
 
 BACKENDS = [pytest.param("cpu", marks=cpu_ops), "torch"]
 TOL32 = 1e-5
@@ -335,3 +336,54 @@ def test_reverse_scale_state_dicts() -> None:
     lin.load_state_dict(nn.Linear(4, 2, bias=False).state_dict(), strict=True)
     assert "reverse_scale=True" in repr(lin) and "reverse_scale" not in repr(bvae.BiLinear(4, 2))
     assert bvae.BiLinear(4, 2).reverse_log_scale is None
+
+
+def test_reverse_scale_adds_no_saved_activation_and_double_backward() -> None:
+    """The scale saves only z e^s, which the reverse op saves anyway; second derivatives stay right."""
+    torch.manual_seed(2)
+
+    def saved_storages(layer: nn.Module, z: torch.Tensor) -> set[int]:
+        ptrs: set[int] = set()
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            if t.dim() > 1:  # activations, not scalars or biases
+                ptrs.add(t.untyped_storage().data_ptr())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            layer.reverse(z).sum()
+        return ptrs - {layer.weight.untyped_storage().data_ptr()}
+
+    z = torch.randn(2, 5, 4, 4, dtype=torch.float64, requires_grad=True)
+    plain = bvae.BiConv2d(3, 5, 3, padding=1, backend="torch", dtype=torch.float64)
+    scaled = bvae.BiConv2d(3, 5, 3, padding=1, backend="torch", dtype=torch.float64, reverse_scale=True)
+    assert len(saved_storages(scaled, z)) == len(saved_storages(plain, z))
+    with torch.no_grad():
+        scaled.reverse_log_scale.fill_(0.3)
+    s = scaled.reverse_log_scale
+
+    assert torch.autograd.gradcheck(_ScaleByExp.apply, (z, s))
+    assert torch.autograd.gradgradcheck(_ScaleByExp.apply, (z, s))
+
+
+@cpu_ops
+def test_reverse_scale_under_torch_compile_fullgraph() -> None:
+    torch.manual_seed(3)
+    layer = bvae.BiConv2d(3, 5, 3, padding=1, reverse_scale=True)
+    with torch.no_grad():
+        layer.reverse_log_scale.fill_(0.2)
+    z = torch.randn(2, 5, 6, 6)
+
+    def loss_fn(z_: torch.Tensor) -> torch.Tensor:
+        return layer.reverse(z_).square().sum()
+
+    compiled = torch.compile(loss_fn, fullgraph=True)(z)
+    compiled.backward()
+    reverse_params = (layer.weight, layer.reverse_bias, layer.reverse_log_scale)
+    grads = [p.grad.clone() for p in reverse_params]
+    layer.zero_grad()
+    eager = loss_fn(z)
+    eager.backward()
+    assert rel_err(compiled, eager) <= TOL32
+    for got, p in zip(grads, reverse_params, strict=True):
+        assert rel_err(got, p.grad) <= TOL32
