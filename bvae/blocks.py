@@ -25,7 +25,7 @@ import bvae_kernels as bk
 from bvae_kernels.activation import IDENTITY, ActivationLike, GNoVa, resolve_activation
 from bvae_kernels.ops import conv_output_size
 
-from .layers import BiConv2d, BiLinear
+from .layers import BiConv2d, BiLinear, resolve_reverse_activation
 
 Shape = tuple[int, ...]
 
@@ -142,8 +142,7 @@ class BiResBlock(nn.Module):
         self, z: torch.Tensor, output_size: Sequence[int] | None = None, *, activation: ActivationLike = "default"
     ) -> torch.Tensor:
         """Decode through the same two weights; `activation` replaces the outer `a` ("default": the block's)."""
-        outer = self.activation if isinstance(activation, str) and activation == "default" else None
-        outer = outer or resolve_activation(activation)
+        outer = resolve_reverse_activation(activation, self.activation)
         inner = reverse_layer(self.conv2, z, self.conv1.activation)
         inner = reverse_layer(self.conv1, inner, IDENTITY)
         return self._act(z + inner, outer)
@@ -200,8 +199,7 @@ class BiSequential(nn.Sequential):
         self, z: torch.Tensor, output_size: Sequence[int] | None = None, *, activation: ActivationLike = "default"
     ) -> torch.Tensor:
         """Decode: layers in reverse order, each through its own weights (mirror rule for activations)."""
-        last = self.input_activation if isinstance(activation, str) and activation == "default" else None
-        last = last or resolve_activation(activation)
+        last = resolve_reverse_activation(activation, self.input_activation)
         n = len(self)
         for i in range(n - 1, -1, -1):
             act = self._reverse_acts[i] if i > 0 else last

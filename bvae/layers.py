@@ -36,6 +36,15 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return values  # type: ignore[return-value]
 
 
+def resolve_reverse_activation(activation: ActivationLike, default: GNoVa) -> GNoVa:
+    """The activation a reverse pass ends in: `default` (the module's own) for "default", else `activation`.
+
+    Every `reverse(..., activation=...)` takes it, so containers can pass the mirror rule's choice down."""
+    if isinstance(activation, str) and activation == "default":
+        return default
+    return resolve_activation(activation)
+
+
 class _ScaleByExp(torch.autograd.Function):
     """z * exp(s) that saves only its output: d/dz = e^s and d/ds = sum(g * z e^s) both need y = z e^s, the
     tensor the reverse op saves anyway, so the scale adds no saved activation (a plain `z * s.exp()` would
@@ -77,11 +86,6 @@ class _ReverseParamsMixin:
         if self.reverse_log_scale is None:
             return z
         return _ScaleByExp.apply(z, self.reverse_log_scale)
-
-    def _reverse_activation(self, activation: ActivationLike) -> GNoVa:
-        if isinstance(activation, str) and activation == "default":
-            return self.activation  # type: ignore[attr-defined]
-        return resolve_activation(activation)
 
     def _load_from_state_dict(
         self,
@@ -229,7 +233,7 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
             stride=self.stride,
             padding=self.padding,
             output_padding=output_padding,
-            activation=self._reverse_activation(activation),
+            activation=resolve_reverse_activation(activation, self.activation),
             backend=self.backend,
         )
 
@@ -292,7 +296,7 @@ class BiLinear(_ReverseParamsMixin, nn.Module):
             self._scaled_reverse_input(z),
             self.weight,
             self.reverse_bias,
-            activation=self._reverse_activation(activation),
+            activation=resolve_reverse_activation(activation, self.activation),
             backend=self.backend,
         )
 

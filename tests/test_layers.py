@@ -33,6 +33,13 @@ class RecordWeights(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def assert_grads_match(pairs: tuple[tuple[str, torch.Tensor, torch.Tensor], ...], tol: float) -> None:
+    """Each (name, our parameter, reference leaf) pair has a gradient within `tol` (relative) of the reference's."""
+    for name, ours, ref in pairs:
+        assert ours.grad is not None, name
+        assert rel_err(ours.grad, ref.grad) <= tol, f"{name}.grad: {rel_err(ours.grad, ref.grad):.2e}"
+
+
 # ----------------------------------------------------------------------------------------------------------
 # BiConv2d as a drop-in nn.Conv2d
 # ----------------------------------------------------------------------------------------------------------
@@ -233,13 +240,9 @@ def test_gradients_from_both_directions_accumulate_conv(dtype: torch.dtype, back
     ref_loss.backward()
     tol = TOL64 if dtype == torch.float64 else TOL32
     assert rel_err(loss, ref_loss) <= tol
-    for name, ours, ref in (
-        ("weight", layer.weight, w),
-        ("bias", layer.bias, b),
-        ("reverse_bias", layer.reverse_bias, br),
-    ):
-        assert ours.grad is not None, name
-        assert rel_err(ours.grad, ref.grad) <= tol, f"{name}.grad: {rel_err(ours.grad, ref.grad):.2e}"
+    assert_grads_match(
+        (("weight", layer.weight, w), ("bias", layer.bias, b), ("reverse_bias", layer.reverse_bias, br)), tol
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -254,12 +257,9 @@ def test_gradients_from_both_directions_accumulate_linear(backend: str) -> None:
     ref_out = act(act(x @ w.t() + b) @ w + br)
     ref_loss = (ref_out * torch.linspace(-1, 1, 6, dtype=torch.float64)).sum() + act(z @ w + br).square().sum()
     ref_loss.backward()
-    for name, ours, ref in (
-        ("weight", layer.weight, w),
-        ("bias", layer.bias, b),
-        ("reverse_bias", layer.reverse_bias, br),
-    ):
-        assert rel_err(ours.grad, ref.grad) <= TOL64, f"{name}.grad"
+    assert_grads_match(
+        (("weight", layer.weight, w), ("bias", layer.bias, b), ("reverse_bias", layer.reverse_bias, br)), TOL64
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -287,13 +287,8 @@ def test_reverse_scale_conv_matches_scaled_transposed_conv(dtype: torch.dtype, b
     ref_loss.backward()
     tol = TOL64 if dtype == torch.float64 else TOL32
     assert rel_err(loss, ref_loss) <= tol
-    for name, ours, ref in (
-        ("weight", layer.weight, w),
-        ("bias", layer.bias, b),
-        ("reverse_bias", layer.reverse_bias, br),
-        ("reverse_log_scale", layer.reverse_log_scale, s),
-    ):
-        assert rel_err(ours.grad, ref.grad) <= tol, f"{name}.grad: {rel_err(ours.grad, ref.grad):.2e}"
+    pairs = (("weight", layer.weight, w), ("bias", layer.bias, b), ("reverse_bias", layer.reverse_bias, br))
+    assert_grads_match((*pairs, ("reverse_log_scale", layer.reverse_log_scale, s)), tol)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
