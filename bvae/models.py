@@ -10,8 +10,8 @@ forward direction (the mirror rule in bvae/blocks.py).
 
 Reverse scale (`reverse_scale=True`, the default): every layer used in reverse carries one learned scalar s
 and decodes with a(e^s W^T z + b_r). Tying forces both directions of a layer to one gain, but they want
-different gains: in a trained VAE twin the decoder entry has 7.7x the norm of the mean head and the decoder
-FC 2.8x the encoder FC (the KL term keeps mu small). Without s the tied layers compromise (demo: -0.96 dB
+different gains: in the demo's trained VAE twin the decoder entry has 7.5x the norm of the mean head and
+the decoder FC 2.8x the encoder FC (the KL term keeps mu small). Without s the tied layers compromise (demo: -0.96 dB
 against the twin; with s about -0.5 dB). s costs one parameter per layer and keeps the reverse op fused (a
 scalar commutes with the contraction). The VAE's decoder carries the same scalars (redundant there: they
 fold into its own weights), so both models train the same parameterization.
