@@ -10,11 +10,12 @@ forward direction (the mirror rule in bvae/blocks.py).
 
 Reverse scale (`reverse_scale=True`, the default): every layer used in reverse carries one learned scalar s
 and decodes with a(e^s W^T z + b_r). Tying forces both directions of a layer to one gain, but they want
-different gains: in the demo's trained VAE twin the decoder entry has 7.5x the norm of the mean head and
-the decoder FC 2.8x the encoder FC (the KL term keeps mu small). Without s the tied layers compromise (demo: -0.96 dB
-against the twin; with s about -0.5 dB). s costs one parameter per layer and keeps the reverse op fused (a
-scalar commutes with the contraction). The VAE's decoder carries the same scalars (redundant there: they
-fold into its own weights), so both models train the same parameterization.
+different gains: in the demo's trained VAE twin the decoder entry has 7.6x the norm of the mean head and
+the decoder FC 2.7x the encoder FC (the KL term keeps mu small). Without s the tied layers compromise
+(demo, mean of seeds 0-2: -0.86 dB against the twin; with s and bvae.train's recipe -0.33 dB). s costs one
+parameter per layer and keeps the reverse op fused (a scalar commutes with the contraction). The VAE's
+decoder carries the same scalars (redundant there: they fold into its own weights), so both models train
+the same parameterization.
 
 VAE: the unidirectional twin. The encoder is the same body and heads used only forward; the decoder is a
 second body of the same block types plus a BiLinear entry layer, used only in reverse, so both models run
@@ -249,10 +250,10 @@ class _BaseVAE(nn.Module):
         z = torch.randn(n, self.latent_dim, generator=generator, device=p.device, dtype=p.dtype)
         return self.decode(z)
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> ModelOutput:
-        """The variant's loss on a batch (see bvae.objectives)."""
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None, reg_weight: float = 1.0) -> ModelOutput:
+        """The variant's loss on a batch (see bvae.objectives); `reg_weight` < 1 is a KL warm-up step."""
         self._check_x(x)
-        return self._objective(self, x, eps=eps, **self.config.objective_kwargs())
+        return self._objective(self, x, eps=eps, reg_weight=reg_weight, **self.config.objective_kwargs())
 
     # -- reporting ---------------------------------------------------------------------------------------
     def parameter_counts(self) -> dict[str, int]:

@@ -3,6 +3,8 @@
 Every objective has the signature `fn(model, x, *, eps=None, **hyperparameters) -> ModelOutput` and reads
 only `model.encode`, `model.decode_logits` and `model.likelihood`, so a BVAE and its VAE twin share them.
 `eps` fixes the reparameterization noise (shape [N, D], or [k, N, D] for IWAE) for tests and evaluation.
+`reg_weight` (default 1, the objective itself) multiplies the regularizer for KL warm-up during training:
+the KL / (MI, TC, dimension-wise KL) terms, and for IWAE log p(z) - log q(z|x) inside each importance weight.
 All per-sample quantities are summed over pixels / latent dimensions and averaged over the batch.
 
 Likelihoods: "bernoulli" takes logits (pre-sigmoid decoder output; BCE-with-logits is stable);
@@ -100,6 +102,13 @@ def _sample(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None, sh
     return mu + torch.exp(0.5 * logvar) * eps.to(mu.dtype)
 
 
+def _check_reg_weight(reg_weight: float) -> float:
+    """A KL warm-up weight must be a finite number >= 0 (0 = reconstruction only, 1 = the objective)."""
+    if isinstance(reg_weight, bool) or not isinstance(reg_weight, (int, float)) or not 0 <= reg_weight < math.inf:
+        raise ValueError(f"reg_weight must be a finite number >= 0, got {reg_weight!r}")
+    return float(reg_weight)
+
+
 def _full(t: torch.Tensor) -> torch.Tensor:
     """Half precision (autocast) to float32; float32/float64 unchanged."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
@@ -113,8 +122,16 @@ def _encode(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 # ----------------------------------------------------------------------------------------------------------
 # objectives
 # ----------------------------------------------------------------------------------------------------------
-def beta_vae(model: nn.Module, x: torch.Tensor, *, eps: torch.Tensor | None = None, beta: float = 1.0) -> ModelOutput:
+def beta_vae(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    eps: torch.Tensor | None = None,
+    beta: float = 1.0,
+    reg_weight: float = 1.0,
+) -> ModelOutput:
     """beta-VAE: -E_q[log p(x|z)] + beta * KL(q(z|x) || p(z)), closed-form KL, one reparameterized sample."""
+    reg_weight = _check_reg_weight(reg_weight)
     mu, logvar = _encode(model, x)
     z = _sample(mu, logvar, eps, tuple(mu.shape))
     params = model.decode_logits(z)
@@ -122,14 +139,14 @@ def beta_vae(model: nn.Module, x: torch.Tensor, *, eps: torch.Tensor | None = No
     kl = gaussian_kl(mu, logvar)
     recon_loss = -log_px.mean()
     reg_loss = kl.mean()
-    loss = recon_loss + beta * reg_loss
+    loss = recon_loss + reg_weight * beta * reg_loss
     metrics = {"elbo": (log_px - kl).mean().detach(), "kl": reg_loss.detach()}
     return ModelOutput(loss, recon_loss, reg_loss, _output_activation(model, params), z, mu, logvar, metrics)
 
 
-def vae(model: nn.Module, x: torch.Tensor, *, eps: torch.Tensor | None = None) -> ModelOutput:
+def vae(model: nn.Module, x: torch.Tensor, *, eps: torch.Tensor | None = None, reg_weight: float = 1.0) -> ModelOutput:
     """The (B)ELBO: beta-VAE with beta = 1. The loss is the negative ELBO per sample."""
-    return beta_vae(model, x, eps=eps, beta=1.0)
+    return beta_vae(model, x, eps=eps, beta=1.0, reg_weight=reg_weight)
 
 
 def tc_decomposition(
@@ -165,6 +182,7 @@ def beta_tcvae(
     alpha: float = 1.0,
     beta: float = 1.0,
     gamma: float = 1.0,
+    reg_weight: float = 1.0,
 ) -> ModelOutput:
     """beta-TCVAE: recon + alpha * MI + beta * TC + gamma * dimension-wise KL (minibatch-weighted sampling).
 
@@ -177,6 +195,7 @@ def beta_tcvae(
         raise ValueError(
             f"beta_tcvae: dataset_size must be an int >= the batch size {x.shape[0]}, got {dataset_size!r}"
         )
+    reg_weight = _check_reg_weight(reg_weight)
     mu, logvar = _encode(model, x)
     z = _sample(mu, logvar, eps, tuple(mu.shape))
     params = model.decode_logits(z)
@@ -194,11 +213,20 @@ def beta_tcvae(
         "elbo": (log_px - kl).mean().detach(),
     }
     return ModelOutput(
-        recon_loss + reg_loss, recon_loss, reg_loss, _output_activation(model, params), z, mu, logvar, metrics
+        recon_loss + reg_weight * reg_loss,
+        recon_loss,
+        reg_loss,
+        _output_activation(model, params),
+        z,
+        mu,
+        logvar,
+        metrics,
     )
 
 
-def iwae(model: nn.Module, x: torch.Tensor, *, eps: torch.Tensor | None = None, k: int = 5) -> ModelOutput:
+def iwae(
+    model: nn.Module, x: torch.Tensor, *, eps: torch.Tensor | None = None, k: int = 5, reg_weight: float = 1.0
+) -> ModelOutput:
     """IWAE: loss = -(logsumexp_k log w_k - log k), log w = log p(x|z) + log p(z) - log q(z|x).
 
     The loss IS the negative k-sample bound (its gradient is the IWAE gradient); metrics["iwae_bound"]
@@ -207,6 +235,7 @@ def iwae(model: nn.Module, x: torch.Tensor, *, eps: torch.Tensor | None = None, 
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"iwae: k must be a positive int, got {k!r}")
+    reg_weight = _check_reg_weight(reg_weight)
     mu, logvar = _encode(model, x)
     n, d = mu.shape
     z = _sample(mu.unsqueeze(0), logvar.unsqueeze(0), eps, (k, n, d))  # [k, N, D]
@@ -217,7 +246,11 @@ def iwae(model: nn.Module, x: torch.Tensor, *, eps: torch.Tensor | None = None, 
     log_qz_x = log_normal_pdf(z, mu.unsqueeze(0), logvar.unsqueeze(0))
     log_w = log_px + log_pz - log_qz_x
     bound = torch.logsumexp(log_w, dim=0) - math.log(k)
-    loss = -bound.mean()
+    if reg_weight != 1.0:  # KL warm-up: tempered weights log p(x|z) + w (log p(z) - log q(z|x))
+        log_w_train = log_px + reg_weight * (log_pz - log_qz_x)
+        loss = -(torch.logsumexp(log_w_train, dim=0) - math.log(k)).mean()
+    else:
+        loss = -bound.mean()
     metrics = {
         "iwae_bound": bound.mean().detach(),
         "elbo": log_w.mean().detach(),

@@ -35,6 +35,10 @@ from .models import DATASETS, VARIANTS, ModelConfig, build_model
 CHECKPOINT_FORMAT = "bvae-checkpoint"
 CHECKPOINT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
+# the CLI's KL warm-up: the first quarter of training (measured on the demo, see README "Training recipe")
+DEFAULT_KL_WARMUP = 0.25
+# the reverse log-scales' lr relative to the weights' (see param_groups)
+DEFAULT_SCALE_LR_FACTOR = 10.0
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -233,6 +237,24 @@ def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
 
 
+def param_groups(model: nn.Module, lr: float, scale_lr_factor: float) -> list[dict[str, Any]]:
+    """Optimizer groups: the layers' reverse log-scales at `scale_lr_factor` x lr, everything else at lr.
+
+    Why: Adam moves every parameter by about lr per step whatever its size. The weights are O(0.1), so a
+    step is a large relative change, while a log-scale must travel O(1) (the demo's decoder wants ~7x the
+    gain of the tied encoder weight: log 7 = 1.9), so at the same lr it adapts about 10x slower in
+    relative terms and the tied weights compensate in the meantime.
+    """
+    scales, rest = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (scales if name.rsplit(".", 1)[-1] == "reverse_log_scale" else rest).append(p)
+    groups = [{"params": rest, "lr": lr}]
+    if scales:
+        groups.append({"params": scales, "lr": lr * scale_lr_factor})
+    return groups
+
+
 def fit(
     model: nn.Module,
     train_set: Dataset,
@@ -241,6 +263,8 @@ def fit(
     batch_size: int = 128,
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
+    kl_warmup: float = 0.0,
+    scale_lr_factor: float = DEFAULT_SCALE_LR_FACTOR,
     out_dir: str | os.PathLike | None = None,
     resume: str | os.PathLike | None = None,
     seed: int = 0,
@@ -255,12 +279,20 @@ def fit(
     Writes out_dir/checkpoint.pt after every epoch. `resume` continues from a checkpoint of the same
     run settings. A non-finite loss stops training cleanly, keeping the last good checkpoint.
     `stop_after_epoch` ends the run early (as if interrupted) without changing the schedule.
+    `kl_warmup` (a fraction of all steps, 0 = none) raises the regularizer's weight linearly from 0 to 1
+    over that part of training (KL warm-up, Bowman et al. 2016; Sonderby et al. 2016): the loss logged
+    during warm-up is the weighted one, the metrics' "elbo" the true bound.
+    `scale_lr_factor` multiplies the peak lr of the layers' reverse log-scales (see `param_groups`).
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
+    if isinstance(kl_warmup, bool) or not isinstance(kl_warmup, (int, float)) or not 0 <= kl_warmup <= 1:
+        raise ValueError(f"kl_warmup must be a fraction of training in [0, 1], got {kl_warmup!r}")
+    if isinstance(scale_lr_factor, bool) or not isinstance(scale_lr_factor, (int, float)) or not scale_lr_factor > 0:
+        raise ValueError(f"scale_lr_factor must be a number > 0, got {scale_lr_factor!r}")
     n = len(train_set)
     if n < 1:
         raise ValueError("train_set is empty")
@@ -273,9 +305,20 @@ def fit(
     if per_rank < 1:
         raise ValueError(f"train_set has {n} samples, fewer than the {world} ranks")
     steps = math.ceil(per_rank / batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps)
-    settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed}
+    groups = param_groups(model, lr, scale_lr_factor)
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    max_lr = [group["lr"] for group in groups]
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=epochs * steps)
+    warmup_steps = kl_warmup * epochs * steps
+    settings = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "kl_warmup": kl_warmup,
+        "scale_lr_factor": scale_lr_factor,
+        "seed": seed,
+    }
     start_epoch, history = 0, []
     if resume is not None:
         ckpt = load_checkpoint(resume, map_location=device)
@@ -316,8 +359,10 @@ def fit(
         for step in range(steps):
             idx = order[step * batch_size : (step + 1) * batch_size]
             x = _get_batch(train_set, idx).to(device, non_blocking=True)
+            global_step = epoch * steps + step
+            reg_weight = min(1.0, global_step / warmup_steps) if warmup_steps > 0 else 1.0
             with autocast:
-                out = model(x)
+                out = model(x, reg_weight=reg_weight)
             loss = out.loss
             bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).item() else 1.0, device=device)
             if world > 1:
@@ -349,6 +394,7 @@ def fit(
             "loss": loss_sum / seen,
             "seconds": seconds,
             "images_per_sec": seen * world / seconds,
+            "reg_weight": reg_weight,
         }
         entry.update({k: v / seen for k, v in metric_sums.items()})
         history.append(entry)
@@ -435,6 +481,36 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _number_type(accept: Callable[[float], bool], what: str) -> Callable[[str], float]:
+    """An argparse type: a float that `accept`s, else a usage error saying it must be `what`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _recipe_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kl-warmup",
+        type=_number_type(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+        default=DEFAULT_KL_WARMUP,
+        help=f"fraction of training over which the KL weight rises from 0 to 1 (default {DEFAULT_KL_WARMUP}; 0: none)",
+    )
+    parser.add_argument(
+        "--scale-lr-factor",
+        type=_number_type(lambda v: 0 < v < math.inf, "a number > 0"),
+        default=DEFAULT_SCALE_LR_FACTOR,
+        help=f"peak lr of the reverse log-scales relative to the weights' (default {DEFAULT_SCALE_LR_FACTOR:g})",
+    )
+
+
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Adds `bvae train` and `bvae demo`."""
     p = subparsers.add_parser("train", help="train a BVAE or its VAE twin", description="Train a BVAE or VAE.")
@@ -445,6 +521,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--weight-decay", type=float, default=1e-4)
+    _recipe_options(p)
     p.add_argument("--beta", type=float, default=1.0, help="beta-VAE / beta-TCVAE weight on the KL / TC term")
     p.add_argument("--alpha", type=float, default=1.0, help="beta-TCVAE weight on the mutual information")
     p.add_argument("--gamma", type=float, default=1.0, help="beta-TCVAE weight on the dimension-wise KL")
@@ -468,6 +545,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--epochs", type=int, default=20)
     d.add_argument("--batch-size", type=int, default=64)
     d.add_argument("--lr", type=float, default=1e-2)
+    _recipe_options(d)
     d.add_argument("--train-size", type=int, default=5000, help="training images (capped by the data found)")
     d.add_argument("--test-size", type=int, default=1000, help="test images (capped by the data found)")
     d.add_argument("--data-dir", default=None)
@@ -546,6 +624,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 lr=args.lr,
                 weight_decay=args.weight_decay,
+                kl_warmup=args.kl_warmup,
+                scale_lr_factor=args.scale_lr_factor,
                 out_dir=args.out,
                 resume=args.resume,
                 seed=args.seed,
@@ -614,7 +694,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             args.backend = "torch"
     print(
         f"bvae demo: Fashion-MNIST from {source}: {len(train_set)} train / {len(test_set)} test images; "
-        f"backend {args.backend}, {threads} thread(s), {args.epochs} epochs, batch {args.batch_size}, lr {args.lr}"
+        f"backend {args.backend}, {threads} thread(s), {args.epochs} epochs, batch {args.batch_size}, lr {args.lr}, "
+        f"KL warm-up {args.kl_warmup}, scale lr x{args.scale_lr_factor:g}"
     )
     results: dict[str, dict[str, Any]] = {}
     models: dict[str, nn.Module] = {}
@@ -636,6 +717,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,
+            kl_warmup=args.kl_warmup,
+            scale_lr_factor=args.scale_lr_factor,
             seed=args.seed,
             out_dir=out / kind,
             progress=not args.no_progress,
@@ -679,6 +762,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "epochs": args.epochs,
             "batch_size": args.batch_size,
             "lr": args.lr,
+            "kl_warmup": args.kl_warmup,
+            "scale_lr_factor": args.scale_lr_factor,
             "latent_dim": args.latent_dim,
             "backend": args.backend,
             "model": {k: v for k, v in models["bvae"].config.to_dict().items() if k != "kind"},

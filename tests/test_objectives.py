@@ -159,6 +159,38 @@ def test_iwae_bound_by_hand_for_k3():
         obj.iwae(model, x, eps=eps, k=2)
 
 
+def test_reg_weight_scales_only_the_regularizer_in_every_objective():
+    """KL warm-up: reg_weight w multiplies the regularizer (inside the importance weights for IWAE)."""
+    model, x, w = Toy("gaussian"), _x(), 0.3
+    eps = torch.randn(5, 3, dtype=torch.float64)
+    full = obj.beta_vae(model, x, eps=eps, beta=4.0)
+    warm = obj.beta_vae(model, x, eps=eps, beta=4.0, reg_weight=w)
+    assert warm.loss.item() == pytest.approx((full.recon_loss + w * 4.0 * full.reg_loss).item())
+    assert warm.metrics["elbo"].item() == pytest.approx(full.metrics["elbo"].item())  # the true bound
+    assert obj.vae(model, x, eps=eps, reg_weight=0.0).loss.item() == pytest.approx(full.recon_loss.item())
+    tc_full = obj.beta_tcvae(model, x, eps=eps, dataset_size=100, beta=6.0)
+    tc_warm = obj.beta_tcvae(model, x, eps=eps, dataset_size=100, beta=6.0, reg_weight=w)
+    assert tc_warm.loss.item() == pytest.approx((tc_full.recon_loss + w * tc_full.reg_loss).item())
+    eps3 = torch.randn(3, 5, 3, dtype=torch.float64)
+    out = obj.iwae(model, x, eps=eps3, k=3, reg_weight=w)
+    mu, logvar = model.encode(x)
+    log_w = []
+    for j in range(3):
+        z = mu + (0.5 * logvar).exp() * eps3[j]
+        mean = (z @ model.c).reshape(5, 1, 2, 2)
+        log_px = torch.distributions.Normal(mean, 0.1).log_prob(x).flatten(1).sum(1)
+        log_w.append(log_px + w * (obj.log_normal_pdf(z) - obj.log_normal_pdf(z, mu, logvar)))
+    lw = torch.stack(log_w)
+    top = lw.max(0).values
+    assert out.loss.item() == pytest.approx(-(top + (lw - top).exp().mean(0).log()).mean().item())
+    assert out.metrics["iwae_bound"].item() == pytest.approx(obj.iwae(model, x, eps=eps3, k=3).loss.neg().item())
+    for bad in (-0.1, math.nan, math.inf, True, "1"):
+        with pytest.raises(ValueError, match="reg_weight"):
+            obj.vae(model, x, eps=eps, reg_weight=bad)
+        with pytest.raises(ValueError, match="reg_weight"):
+            obj.iwae(model, x, eps=eps3, k=3, reg_weight=bad)
+
+
 def test_get_objective_registry():
     assert obj.get_objective("iwae") is obj.iwae
     with pytest.raises(ValueError, match="variant"):

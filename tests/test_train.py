@@ -81,8 +81,10 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path):
         train.load_model(tmp_path / "missing.pt")
 
 
-def test_resume_continues_bit_for_bit(tmp_path, tiny_set):
-    kw = {"epochs": 2, "batch_size": 16, "lr": 3e-3, "seed": 7, "progress": False}
+@pytest.mark.parametrize("kl_warmup", [0.0, 0.75])
+def test_resume_continues_bit_for_bit(tmp_path, tiny_set, kl_warmup):
+    # kl_warmup 0.75 of 2 epochs x 3 steps: the resumed epoch is still warming up
+    kw = {"epochs": 2, "batch_size": 16, "lr": 3e-3, "seed": 7, "progress": False, "kl_warmup": kl_warmup}
     straight = _model()
     train.fit(straight, tiny_set, out_dir=tmp_path / "a", **kw)
     first = _model()
@@ -107,6 +109,23 @@ def test_resume_rejects_other_settings_or_model(tmp_path, tiny_set):
         train.fit(_model(), tiny_set, epochs=3, resume=ckpt, **kw)
     with pytest.raises(ValueError, match="different model"):
         train.fit(_model(latent_dim=4), tiny_set, epochs=1, resume=ckpt, **kw)
+    with pytest.raises(ValueError, match="kl_warmup"):
+        train.fit(_model(), tiny_set, epochs=1, resume=ckpt, kl_warmup=0.5, **kw)
+
+
+@pytest.mark.parametrize(("kl_warmup", "want"), [(0.0, [1.0] * 6), (0.5, [0, 1 / 3, 2 / 3, 1, 1, 1])])
+def test_kl_warmup_raises_the_regularizer_weight_linearly(tiny_set, kl_warmup, want):
+    model, seen = _model(), []
+    forward = model.forward
+
+    def recording_forward(x, eps=None, reg_weight=1.0):
+        seen.append(reg_weight)
+        return forward(x, eps, reg_weight)
+
+    model.forward = recording_forward
+    res = train.fit(model, tiny_set, epochs=2, batch_size=16, kl_warmup=kl_warmup, progress=False)
+    assert seen == pytest.approx(want)  # 48 images / batch 16 = 3 steps per epoch
+    assert [h["reg_weight"] for h in res.history] == pytest.approx([want[2], want[5]])
 
 
 def test_nan_loss_stops_cleanly_and_keeps_last_good_checkpoint(tmp_path, tiny_set):
@@ -139,6 +158,27 @@ def test_fit_bad_arguments(tiny_set):
         train.fit(_model(), tiny_set, epochs=0)
     with pytest.raises(ValueError, match="lr"):
         train.fit(_model(), tiny_set, epochs=1, lr=-1.0)
+    for bad in (-0.1, 1.5, math.nan, True):
+        with pytest.raises(ValueError, match="kl_warmup"):
+            train.fit(_model(), tiny_set, epochs=1, kl_warmup=bad)
+    for bad in (0, -1.0, math.nan, True):
+        with pytest.raises(ValueError, match="scale_lr_factor"):
+            train.fit(_model(), tiny_set, epochs=1, scale_lr_factor=bad)
+
+
+@pytest.mark.parametrize("kind", ["bvae", "vae"])
+def test_reverse_log_scales_train_at_their_own_lr(tmp_path, tiny_set, kind):
+    model = _model(kind)
+    groups = train.param_groups(model, 1e-3, 10.0)
+    scales = [p for n, p in model.named_parameters() if n.endswith("reverse_log_scale")]
+    assert len(groups) == 2 and groups[1]["lr"] == pytest.approx(1e-2) and len(scales) >= 2
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in scales}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert len(train.param_groups(_model(kind, reverse_scale=False), 1e-3, 10.0)) == 1
+    train.fit(model, tiny_set, epochs=1, batch_size=16, lr=1e-3, out_dir=tmp_path, progress=False)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["optimizer"]["param_groups"]
+    # the one-cycle schedule keeps the ratio at every step
+    assert saved[1]["lr"] == pytest.approx(10 * saved[0]["lr"]) and saved[1]["max_lr"] == pytest.approx(1e-2)
 
 
 def test_training_improves_reconstruction(tiny_set):
