@@ -333,7 +333,13 @@ def fit(
         _load_weights(model, ckpt["model"], resume)
         if ckpt["optimizer"] is None or ckpt["scheduler"] is None:
             raise ValueError(f"resume: checkpoint {resume} has no optimizer/scheduler state")
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except ValueError as exc:  # e.g. one group: written before the reverse log-scales had their own
+            raise ValueError(
+                f"resume: the optimizer state in {resume} does not fit this run's parameter groups ({exc}); "
+                "it was written by an older version: start a new run"
+            ) from exc
         scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
         if "cuda" in ckpt["rng"] and torch.cuda.is_available():

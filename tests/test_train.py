@@ -111,6 +111,13 @@ def test_resume_rejects_other_settings_or_model(tmp_path, tiny_set):
         train.fit(_model(latent_dim=4), tiny_set, epochs=1, resume=ckpt, **kw)
     with pytest.raises(ValueError, match="kl_warmup"):
         train.fit(_model(), tiny_set, epochs=1, resume=ckpt, kl_warmup=0.5, **kw)
+    # a checkpoint from before the reverse log-scales had their own optimizer group
+    raw = torch.load(ckpt, weights_only=True)
+    groups = raw["optimizer"]["param_groups"]
+    groups[0]["params"] += groups.pop()["params"]
+    torch.save(raw, tmp_path / "one_group.pt")
+    with pytest.raises(ValueError, match="older version"):
+        train.fit(_model(), tiny_set, epochs=1, resume=tmp_path / "one_group.pt", **kw)
 
 
 @pytest.mark.parametrize(("kl_warmup", "want"), [(0.0, [1.0] * 6), (0.5, [0, 1 / 3, 2 / 3, 1, 1, 1])])
