@@ -137,20 +137,25 @@ def test_iwae_k1_equals_elbo_on_the_same_z():
     assert out.loss.item() == pytest.approx(-elbo_same_z.item())
 
 
+def _hand_iwae_bound(model, x, eps, reg_weight=1.0):
+    """Per-sample log-mean-exp over eps's k samples of log p(x|z) + w (log p(z) - log q(z|x)), Gaussian Toy."""
+    mu, logvar = model.encode(x)
+    log_w = []
+    for e in eps:
+        z = mu + (0.5 * logvar).exp() * e
+        mean = (z @ model.c).reshape(x.shape)
+        log_px = torch.distributions.Normal(mean, 0.1).log_prob(x).flatten(1).sum(1)
+        log_w.append(log_px + reg_weight * (obj.log_normal_pdf(z) - obj.log_normal_pdf(z, mu, logvar)))
+    lw = torch.stack(log_w)
+    top = lw.max(0).values  # log-mean-exp, shifted by hand against underflow
+    return top + (lw - top).exp().mean(0).log()
+
+
 def test_iwae_bound_by_hand_for_k3():
     model, x = Toy("gaussian"), _x()
     eps = torch.randn(3, 5, 3, dtype=torch.float64)
     out = obj.iwae(model, x, eps=eps, k=3)
-    mu, logvar = model.encode(x)
-    log_w = []
-    for j in range(3):
-        z = mu + (0.5 * logvar).exp() * eps[j]
-        mean = (z @ model.c).reshape(5, 1, 2, 2)
-        log_px = torch.distributions.Normal(mean, 0.1).log_prob(x).flatten(1).sum(1)
-        log_w.append(log_px + obj.log_normal_pdf(z) - obj.log_normal_pdf(z, mu, logvar))
-    lw = torch.stack(log_w)
-    top = lw.max(0).values  # log-mean-exp, shifted by hand against underflow
-    bound = top + (lw - top).exp().mean(0).log()
+    bound = _hand_iwae_bound(model, x, eps)
     assert out.metrics["iwae_bound"].item() == pytest.approx(bound.mean().item())
     assert out.loss.item() == pytest.approx(-bound.mean().item())
     with pytest.raises(ValueError, match="k must"):
@@ -173,16 +178,7 @@ def test_reg_weight_scales_only_the_regularizer_in_every_objective():
     assert tc_warm.loss.item() == pytest.approx((tc_full.recon_loss + w * tc_full.reg_loss).item())
     eps3 = torch.randn(3, 5, 3, dtype=torch.float64)
     out = obj.iwae(model, x, eps=eps3, k=3, reg_weight=w)
-    mu, logvar = model.encode(x)
-    log_w = []
-    for j in range(3):
-        z = mu + (0.5 * logvar).exp() * eps3[j]
-        mean = (z @ model.c).reshape(5, 1, 2, 2)
-        log_px = torch.distributions.Normal(mean, 0.1).log_prob(x).flatten(1).sum(1)
-        log_w.append(log_px + w * (obj.log_normal_pdf(z) - obj.log_normal_pdf(z, mu, logvar)))
-    lw = torch.stack(log_w)
-    top = lw.max(0).values
-    assert out.loss.item() == pytest.approx(-(top + (lw - top).exp().mean(0).log()).mean().item())
+    assert out.loss.item() == pytest.approx(-_hand_iwae_bound(model, x, eps3, w).mean().item())
     assert out.metrics["iwae_bound"].item() == pytest.approx(obj.iwae(model, x, eps=eps3, k=3).loss.neg().item())
     for bad in (-0.1, math.nan, math.inf, True, "1"):
         with pytest.raises(ValueError, match="reg_weight"):
