@@ -66,12 +66,10 @@ def reverse_layer(
     layer: nn.Module, z: torch.Tensor, activation: GNoVa, output_size: Sequence[int] | None = None
 ) -> torch.Tensor:
     """Runs `layer` in reverse through its own weights, ending in `activation` (see the mirror rule)."""
-    if isinstance(layer, BiConv2d):
+    if isinstance(layer, (BiConv2d, BiResBlock, BiSequential)):
         return layer.reverse(z, output_size, activation=activation)
     if isinstance(layer, BiLinear):
         return layer.reverse(z, activation=activation)
-    if isinstance(layer, (BiResBlock, BiSequential)):
-        return layer.reverse(z, output_size, activation=activation)
     if isinstance(layer, BiFlatten):
         return layer.reverse(z)
     raise TypeError(f"reverse_layer: unsupported layer type {type(layer).__name__}")
