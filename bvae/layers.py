@@ -75,10 +75,34 @@ class _ReverseParamsMixin:
     current values (a missing reverse scale stays exp(0) = 1, which is the layer without one).
     """
 
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+    reverse_bias: nn.Parameter | None
     reverse_log_scale: nn.Parameter | None
 
-    def _init_reverse_scale(self, enabled: bool, factory: dict) -> None:
-        self.register_parameter("reverse_log_scale", nn.Parameter(torch.zeros((), **factory)) if enabled else None)
+    @staticmethod
+    def _check_sizes(layer: str, **sizes: int) -> None:
+        for name, value in sizes.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
+
+    def _make_params(self, weight_shape: tuple[int, ...], bias: bool, reverse_scale: bool, factory: dict) -> None:
+        """W [out, in, *kernel]; b_f [out] and b_r [in] when `bias`; the scalar s when `reverse_scale`."""
+        out_size, in_size = weight_shape[:2]
+        self.weight = nn.Parameter(torch.empty(weight_shape, **factory))
+        self.bias = nn.Parameter(torch.empty(out_size, **factory)) if bias else None
+        self.reverse_bias = nn.Parameter(torch.empty(in_size, **factory)) if bias else None
+        scale = nn.Parameter(torch.zeros((), **factory)) if reverse_scale else None
+        self.register_parameter("reverse_log_scale", scale)
+
+    def _reset_params(self, forward_fan_in: int, reverse_fan_in: int) -> None:
+        """The twin's (nn.Conv2d / nn.Linear) initialization; b_r uses the reverse direction's fan-in, s = 0."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        for bias, fan_in in ((self.bias, forward_fan_in), (self.reverse_bias, reverse_fan_in)):
+            if bias is not None:
+                nn.init.uniform_(bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+        if self.reverse_log_scale is not None:
+            nn.init.zeros_(self.reverse_log_scale)
 
     def _scaled_reverse_input(self, z: torch.Tensor) -> torch.Tensor:
         """z * exp(s): a scalar commutes with the transposed contraction, so the fused op still adds b_r and
@@ -128,9 +152,7 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
         reverse_scale: bool = False,
     ) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"BiConv2d: {name} must be a positive int, got {value!r}")
+        self._check_sizes("BiConv2d", in_channels=in_channels, out_channels=out_channels)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
@@ -163,24 +185,13 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
         self.activation = resolve_activation(activation)
         self.backend = backend
         factory = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, **factory))
-        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
-        self.reverse_bias = nn.Parameter(torch.empty(in_channels, **factory)) if bias else None
-        self._init_reverse_scale(reverse_scale, factory)
+        self._make_params((out_channels, in_channels, *self.kernel_size), bias, reverse_scale, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """nn.Conv2d's initialization; the reverse bias uses the reverse direction's fan-in."""
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         kh, kw = self.kernel_size
-        if self.bias is not None:
-            bound = 1 / math.sqrt(self.in_channels * kh * kw)
-            nn.init.uniform_(self.bias, -bound, bound)
-        if self.reverse_bias is not None:
-            bound = 1 / math.sqrt(self.out_channels * kh * kw)
-            nn.init.uniform_(self.reverse_bias, -bound, bound)
-        if self.reverse_log_scale is not None:
-            nn.init.zeros_(self.reverse_log_scale)
+        self._reset_params(self.in_channels * kh * kw, self.out_channels * kh * kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode: a(conv2d(x, W) + b_f). x: [N, C_in, H, W] or [C_in, H, W]."""
@@ -260,28 +271,17 @@ class BiLinear(_ReverseParamsMixin, nn.Module):
         reverse_scale: bool = False,
     ) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"BiLinear: {name} must be a positive int, got {value!r}")
+        self._check_sizes("BiLinear", in_features=in_features, out_features=out_features)
         self.in_features, self.out_features = in_features, out_features
         self.activation = resolve_activation(activation)
         self.backend = backend
         factory = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
-        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
-        self.reverse_bias = nn.Parameter(torch.empty(in_features, **factory)) if bias else None
-        self._init_reverse_scale(reverse_scale, factory)
+        self._make_params((out_features, in_features), bias, reverse_scale, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """nn.Linear's initialization; the reverse bias uses the reverse direction's fan-in."""
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            nn.init.uniform_(self.bias, -1 / math.sqrt(self.in_features), 1 / math.sqrt(self.in_features))
-        if self.reverse_bias is not None:
-            nn.init.uniform_(self.reverse_bias, -1 / math.sqrt(self.out_features), 1 / math.sqrt(self.out_features))
-        if self.reverse_log_scale is not None:
-            nn.init.zeros_(self.reverse_log_scale)
+        self._reset_params(self.in_features, self.out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode: a(x W^T + b_f). x: [*, in_features]."""
