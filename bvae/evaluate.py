@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from bvae import metrics
+from bvae._checks import non_negative_arg
 
 ALL_METRICS = ("psnr", "ssim", "nll", "au", "acc", "fid")
 DEFAULT_BATCH = 256
@@ -520,7 +521,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--nll-limit", type=int, default=None, help="NLL on only the first N test images")
     p.add_argument("--nll-batch-size", type=int, default=16, help="images per NLL batch (x K samples decoded)")
     p.add_argument("--limit", type=_positive_or_none, default=None, help="use only the first N test images")
-    p.add_argument("--au-threshold", type=float, default=0.01, help="active if Cov_x(E_q[z_u]) exceeds this")
+    p.add_argument("--au-threshold", type=non_negative_arg, default=0.01, help="active if Cov_x(E_q[z_u]) exceeds this")
     p.add_argument("--probe-iters", type=int, default=200, help="max iterations of the downstream probe")
     p.add_argument("--fid-weights", default=None, help="local Inception-v3 weights (torch-fidelity pt_inception)")
     p.add_argument("--tsne", type=int, default=1000, help="points in the t-SNE plot (0: no plot)")

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._checks import non_negative
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 # Paper's downstream probes: linear on MNIST, one hidden layer of logistic units on Fashion-MNIST / CIFAR-10.
@@ -178,8 +180,7 @@ def active_units(means: torch.Tensor | np.ndarray, threshold: float = 0.01) -> t
     m = np.asarray(means.detach().cpu().numpy() if isinstance(means, torch.Tensor) else means, dtype=np.float64)
     if m.ndim != 2 or m.shape[0] < 2:
         raise ValueError(f"means must be [N, D] with N >= 2, got shape {m.shape}")
-    if threshold < 0:
-        raise ValueError(f"threshold must be >= 0, got {threshold}")
+    non_negative("threshold", threshold)
     variances = m.var(axis=0)
     return int((variances > threshold).sum()), variances
 

@@ -40,6 +40,7 @@ from torch import nn
 
 from bvae_kernels.activation import IDENTITY, GNoVa
 
+from ._checks import non_negative, positive
 from .blocks import BiFlatten, BiResBlock, BiSequential, layer_output_shape, reverse_layer
 from .layers import BiConv2d, BiLinear
 from .objectives import DEFAULT_GAUSSIAN_SIGMA, ModelOutput, get_objective
@@ -91,8 +92,12 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.dataset_size is not None and (isinstance(self.dataset_size, bool) or self.dataset_size < 1):
-            raise ValueError(f"dataset_size must be a positive int or None, got {self.dataset_size!r}")
+        size = self.dataset_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ValueError(f"dataset_size must be a positive int or None, got {size!r}")
+        for name in ("beta", "alpha", "gamma"):  # the objectives' weights
+            non_negative(name, getattr(self, name))
+        positive("gaussian_sigma", self.gaussian_sigma)
         if not isinstance(self.reverse_scale, bool):
             raise ValueError(f"reverse_scale must be a bool, got {self.reverse_scale!r}")
         if self.res_blocks not in (0, 1, 2):

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import non_negative, positive
+
 LOG_2PI = math.log(2 * math.pi)
 DEFAULT_GAUSSIAN_SIGMA = 0.1
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -78,8 +80,7 @@ def log_likelihood(
     if likelihood == "bernoulli":
         per_pixel = -F.binary_cross_entropy_with_logits(params, x, reduction="none")
     else:
-        if not sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {sigma!r}")
+        positive("sigma", sigma)
         per_pixel = -0.5 * (((x - params) / sigma) ** 2 + LOG_2PI) - math.log(sigma)
     return per_pixel.flatten(per_pixel.dim() - event_dims).sum(-1)
 
@@ -104,9 +105,7 @@ def _sample(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None, sh
 
 def _check_reg_weight(reg_weight: float) -> float:
     """A KL warm-up weight must be a finite number >= 0 (0 = reconstruction only, 1 = the objective)."""
-    if isinstance(reg_weight, bool) or not isinstance(reg_weight, (int, float)) or not 0 <= reg_weight < math.inf:
-        raise ValueError(f"reg_weight must be a finite number >= 0, got {reg_weight!r}")
-    return float(reg_weight)
+    return non_negative("reg_weight", reg_weight)
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
@@ -131,6 +130,7 @@ def beta_vae(
     reg_weight: float = 1.0,
 ) -> ModelOutput:
     """beta-VAE: -E_q[log p(x|z)] + beta * KL(q(z|x) || p(z)), closed-form KL, one reparameterized sample."""
+    beta = non_negative("beta_vae: beta", beta)
     reg_weight = _check_reg_weight(reg_weight)
     mu, logvar = _encode(model, x)
     z = _sample(mu, logvar, eps, tuple(mu.shape))
@@ -195,6 +195,9 @@ def beta_tcvae(
         raise ValueError(
             f"beta_tcvae: dataset_size must be an int >= the batch size {x.shape[0]}, got {dataset_size!r}"
         )
+    alpha, beta, gamma = (
+        non_negative(f"beta_tcvae: {n}", v) for n, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma))
+    )
     reg_weight = _check_reg_weight(reg_weight)
     mu, logvar = _encode(model, x)
     z = _sample(mu, logvar, eps, tuple(mu.shape))

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from ._checks import check_number, non_negative, non_negative_arg, number_arg, positive, positive_arg
 from .models import DATASETS, VARIANTS, ModelConfig, build_model
 
 CHECKPOINT_FORMAT = "bvae-checkpoint"
@@ -287,12 +288,10 @@ def fit(
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
-    if isinstance(kl_warmup, bool) or not isinstance(kl_warmup, (int, float)) or not 0 <= kl_warmup <= 1:
-        raise ValueError(f"kl_warmup must be a fraction of training in [0, 1], got {kl_warmup!r}")
-    if isinstance(scale_lr_factor, bool) or not isinstance(scale_lr_factor, (int, float)) or not scale_lr_factor > 0:
-        raise ValueError(f"scale_lr_factor must be a number > 0, got {scale_lr_factor!r}")
+    positive("lr", lr)
+    non_negative("weight_decay", weight_decay)
+    check_number("kl_warmup", kl_warmup, lambda v: 0 <= v <= 1, "a fraction of training in [0, 1]")
+    positive("scale_lr_factor", scale_lr_factor)
     n = len(train_set)
     if n < 1:
         raise ValueError("train_set is empty")
@@ -473,9 +472,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None, help="op backend: torch, cpu, cuda, triton (default: auto)")
     parser.add_argument("--width", type=int, default=None, help="base channel width (default: per dataset)")
     parser.add_argument("--hidden", type=int, default=None, help="hidden FC size (default: per dataset)")
-    parser.add_argument("--gnova-alpha", type=float, default=0.1, help="G-NoVa slope alpha (default 0.1)")
-    parser.add_argument("--gnova-beta", type=float, default=1.0, help="G-NoVa sigmoid weight beta (default 1)")
-    parser.add_argument("--gnova-gamma", type=float, default=1.0, help="G-NoVa sigmoid gain gamma (default 1)")
+    parser.add_argument("--gnova-alpha", type=non_negative_arg, default=0.1, help="G-NoVa slope alpha (default 0.1)")
+    parser.add_argument(
+        "--gnova-beta", type=non_negative_arg, default=1.0, help="G-NoVa sigmoid weight beta (default 1)"
+    )
+    parser.add_argument("--gnova-gamma", type=positive_arg, default=1.0, help="G-NoVa sigmoid gain gamma (default 1)")
     parser.add_argument("--res-blocks", type=int, default=1, help="MNIST-type nets: residual blocks (0-2)")
     parser.add_argument(
         "--no-reverse-scale",
@@ -487,31 +488,16 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _number_type(accept: Callable[[float], bool], what: str) -> Callable[[str], float]:
-    """An argparse type: a float that `accept`s, else a usage error saying it must be `what`."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-        return value
-
-    return parse
-
-
 def _recipe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kl-warmup",
-        type=_number_type(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+        type=number_arg(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
         default=DEFAULT_KL_WARMUP,
         help=f"fraction of training over which the KL weight rises from 0 to 1 (default {DEFAULT_KL_WARMUP}; 0: none)",
     )
     parser.add_argument(
         "--scale-lr-factor",
-        type=_number_type(lambda v: 0 < v < math.inf, "a number > 0"),
+        type=positive_arg,
         default=DEFAULT_SCALE_LR_FACTOR,
         help=f"peak lr of the reverse log-scales relative to the weights' (default {DEFAULT_SCALE_LR_FACTOR:g})",
     )
@@ -525,12 +511,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", choices=VARIANTS, default="vae")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--lr", type=positive_arg, default=2e-3, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--weight-decay", type=non_negative_arg, default=1e-4)
     _recipe_options(p)
-    p.add_argument("--beta", type=float, default=1.0, help="beta-VAE / beta-TCVAE weight on the KL / TC term")
-    p.add_argument("--alpha", type=float, default=1.0, help="beta-TCVAE weight on the mutual information")
-    p.add_argument("--gamma", type=float, default=1.0, help="beta-TCVAE weight on the dimension-wise KL")
+    p.add_argument(
+        "--beta", type=non_negative_arg, default=1.0, help="beta-VAE / beta-TCVAE weight on the KL / TC term"
+    )
+    p.add_argument("--alpha", type=non_negative_arg, default=1.0, help="beta-TCVAE weight on the mutual information")
+    p.add_argument("--gamma", type=non_negative_arg, default=1.0, help="beta-TCVAE weight on the dimension-wise KL")
     p.add_argument("--k", type=int, default=5, help="IWAE samples")
     p.add_argument("--out", default="runs/train", help="output folder (checkpoint.pt, metrics.json)")
     p.add_argument("--resume", default=None, help="checkpoint to resume from")
@@ -550,7 +538,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--out", default="demo-out", help="output folder (metrics.json, PNGs)")
     d.add_argument("--epochs", type=int, default=20)
     d.add_argument("--batch-size", type=int, default=64)
-    d.add_argument("--lr", type=float, default=1e-2)
+    d.add_argument("--lr", type=positive_arg, default=1e-2)
     _recipe_options(d)
     d.add_argument("--train-size", type=int, default=5000, help="training images (capped by the data found)")
     d.add_argument("--test-size", type=int, default=1000, help="test images (capped by the data found)")
@@ -602,21 +590,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             log(f"bvae train: {exc}")
             return 2
         set_seed(args.seed)
-        model = build_model(
-            args.kind,
-            args.dataset,
-            latent_dim=args.latent_dim,
-            variant=args.variant,
-            backend=args.backend,
-            width=args.width,
-            hidden=args.hidden,
-            beta=args.beta,
-            alpha=args.alpha,
-            gamma=args.gamma,
-            k=args.k,
-            dataset_size=len(train_set) if args.variant == "beta-tcvae" else None,
-            **_arch_kwargs(args),
-        ).to(device)
+        try:
+            model = build_model(
+                args.kind,
+                args.dataset,
+                latent_dim=args.latent_dim,
+                variant=args.variant,
+                backend=args.backend,
+                width=args.width,
+                hidden=args.hidden,
+                beta=args.beta,
+                alpha=args.alpha,
+                gamma=args.gamma,
+                k=args.k,
+                dataset_size=len(train_set) if args.variant == "beta-tcvae" else None,
+                **_arch_kwargs(args),
+            ).to(device)
+        except ValueError as exc:  # settings no model can have (G-NoVa alpha = beta = 0, ...)
+            log(f"bvae train: {exc}")
+            return 2
         log(model.summary())
         log(f"data: {getattr(train_set, 'source', args.dataset)}, {len(train_set)} train / {len(test_set)} test")
         wrapped = model
@@ -707,15 +699,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     models: dict[str, nn.Module] = {}
     for kind in ("bvae", "vae"):
         set_seed(args.seed)
-        model = build_model(
-            kind,
-            "fashion-mnist",
-            latent_dim=args.latent_dim,
-            backend=args.backend,
-            width=args.width,
-            hidden=args.hidden,
-            **_arch_kwargs(args),
-        )
+        try:
+            model = build_model(
+                kind,
+                "fashion-mnist",
+                latent_dim=args.latent_dim,
+                backend=args.backend,
+                width=args.width,
+                hidden=args.hidden,
+                **_arch_kwargs(args),
+            )
+        except ValueError as exc:  # settings no model can have (G-NoVa alpha = beta = 0, ...)
+            print(f"bvae demo: {exc}")
+            return 2
         print(model.summary())
         result = fit(
             model,

@@ -82,3 +82,34 @@ def test_demo_runs_from_the_bundled_sample(tmp_path):
     argv = ["demo", "--out", str(out), "--epochs", "1", "--train-size", "32", "--test-size", "8", "--bundled"]
     assert main(argv + ["--batch-size", "16"] + TINY) == 0
     assert "bundled" in json.loads((out / "metrics.json").read_text())["setup"]["data"]
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value"),
+    [
+        ("train", "--lr", "-1"),
+        ("train", "--lr", "inf"),
+        ("train", "--weight-decay", "-0.1"),
+        ("train", "--beta", "nan"),
+        ("train", "--alpha", "-1"),
+        ("train", "--gamma", "x"),
+        ("train", "--kl-warmup", "1.5"),
+        ("train", "--scale-lr-factor", "0"),
+        ("train", "--scale-lr-factor", "inf"),
+        ("demo", "--lr", "0"),
+        ("demo", "--gnova-gamma", "0"),
+        ("demo", "--gnova-alpha", "-0.1"),
+    ],
+)
+def test_bad_numbers_are_usage_errors(capsys, command, option, value):
+    with pytest.raises(SystemExit) as exc:
+        main([command, option, value])
+    assert exc.value.code == 2
+    assert f"argument {option}: must be" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "demo"])
+def test_settings_no_model_can_have_exit_2_without_a_traceback(tmp_path, capsys, command):
+    argv = [command, "--gnova-alpha", "0", "--gnova-beta", "0", "--epochs", "1", "--out", str(tmp_path / "o")]
+    assert main(argv + (["--limit", "8"] if command == "train" else ["--bundled"]) + TINY) == 2
+    assert f"bvae {command}: GNoVa: alpha and beta cannot both be 0" in capsys.readouterr().out

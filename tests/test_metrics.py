@@ -133,6 +133,9 @@ def test_active_units_on_constructed_means():
     assert metrics.active_units(means, threshold=0.001)[0] == 4
     with pytest.raises(ValueError, match="means"):
         metrics.active_units(np.zeros(5))
+    for bad in (-0.01, float("nan")):
+        with pytest.raises(ValueError, match="threshold must be a finite number >= 0"):
+            metrics.active_units(means, threshold=bad)
 
 
 # ------------------------------------------------------------------------------------------- downstream probe

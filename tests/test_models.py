@@ -164,6 +164,13 @@ def test_config_round_trip_and_bad_config():
         build_model("bvae", variant="wae")
     with pytest.raises(ValueError, match="latent_dim"):
         build_model("bvae", latent_dim=0)
+    for name, bad in (("beta", -1.0), ("alpha", float("nan")), ("gamma", float("inf"))):
+        with pytest.raises(ValueError, match=f"^{name} must be a finite number >= 0"):
+            build_model("bvae", **{name: bad})
+    with pytest.raises(ValueError, match="^gaussian_sigma must be a finite number > 0"):
+        build_model("bvae", "cifar10", gaussian_sigma=0.0)
+    with pytest.raises(ValueError, match="dataset_size must be a positive int"):
+        build_model("bvae", variant="beta-tcvae", dataset_size=2.5)
 
 
 def test_wrong_input_sizes_raise():

@@ -45,6 +45,9 @@ def test_log_likelihood_tiny_hand_cases():
     assert obj.log_likelihood(x, mean, "gaussian", sigma=s).item() == pytest.approx(want)
     with pytest.raises(ValueError, match="likelihood"):
         obj.log_likelihood(x, mean, "poisson")
+    for bad in (0.0, -0.1, math.inf, math.nan):
+        with pytest.raises(ValueError, match="sigma must be a finite number > 0"):
+            obj.log_likelihood(x, mean, "gaussian", sigma=bad)
 
 
 def test_log_normal_pdf_matches_torch_distributions():
@@ -123,6 +126,17 @@ def test_beta_tcvae_weights_and_required_dataset_size():
     out2 = obj.beta_tcvae(model, x, eps=eps, dataset_size=100, alpha=2.0, beta=6.0, gamma=0.5)
     m = out2.metrics
     assert out2.reg_loss.item() == pytest.approx(2 * m["mi"].item() + 6 * m["tc"].item() + 0.5 * m["dwkl"].item())
+    for name in ("alpha", "beta", "gamma"):
+        for bad in (-1.0, math.nan, math.inf):
+            with pytest.raises(ValueError, match=f"beta_tcvae: {name} must be a finite number >= 0"):
+                obj.beta_tcvae(model, x, eps=eps, dataset_size=100, **{name: bad})
+
+
+def test_beta_vae_rejects_a_bad_beta():
+    model, x = Toy(), _x()
+    for bad in (-0.5, math.nan, math.inf, "4"):
+        with pytest.raises(ValueError, match="beta_vae: beta must be a finite number >= 0"):
+            obj.beta_vae(model, x, beta=bad)
 
 
 def test_iwae_k1_equals_elbo_on_the_same_z():

@@ -163,12 +163,15 @@ def test_beta_tcvae_gets_the_training_set_size(tiny_set):
 def test_fit_bad_arguments(tiny_set):
     with pytest.raises(ValueError, match="epochs"):
         train.fit(_model(), tiny_set, epochs=0)
-    with pytest.raises(ValueError, match="lr"):
-        train.fit(_model(), tiny_set, epochs=1, lr=-1.0)
+    for bad in (-1.0, 0, math.inf, math.nan, "1e-3"):
+        with pytest.raises(ValueError, match="^lr must be a finite number > 0"):
+            train.fit(_model(), tiny_set, epochs=1, lr=bad)
+    with pytest.raises(ValueError, match="^weight_decay must be a finite number >= 0"):
+        train.fit(_model(), tiny_set, epochs=1, weight_decay=-1e-4)
     for bad in (-0.1, 1.5, math.nan, True):
         with pytest.raises(ValueError, match="kl_warmup"):
             train.fit(_model(), tiny_set, epochs=1, kl_warmup=bad)
-    for bad in (0, -1.0, math.nan, True):
+    for bad in (0, -1.0, math.nan, math.inf, True):
         with pytest.raises(ValueError, match="scale_lr_factor"):
             train.fit(_model(), tiny_set, epochs=1, scale_lr_factor=bad)
 
