@@ -37,3 +37,14 @@ def number_arg(accept: Callable[[float], bool], what: str) -> Callable[[str], fl
 
 positive_arg = number_arg(lambda v: v > 0, "a finite number > 0")
 non_negative_arg = number_arg(lambda v: v >= 0, "a finite number >= 0")
+
+
+def positive_int_arg(text: str) -> int:
+    """An argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}")
+    return value

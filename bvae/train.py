@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ._checks import check_number, non_negative, non_negative_arg, number_arg, positive, positive_arg
+from ._checks import check_number, non_negative, non_negative_arg, number_arg, positive, positive_arg, positive_int_arg
 from .models import DATASETS, VARIANTS, ModelConfig, build_model
 
 CHECKPOINT_FORMAT = "bvae-checkpoint"
@@ -468,10 +468,12 @@ def _threads(requested: int | None) -> int:
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--latent-dim", type=int, default=16, help="latent dimensions (default 16)")
+    parser.add_argument("--latent-dim", type=positive_int_arg, default=16, help="latent dimensions (default 16)")
     parser.add_argument("--backend", default=None, help="op backend: torch, cpu, cuda, triton (default: auto)")
-    parser.add_argument("--width", type=int, default=None, help="base channel width (default: per dataset)")
-    parser.add_argument("--hidden", type=int, default=None, help="hidden FC size (default: per dataset)")
+    parser.add_argument(
+        "--width", type=positive_int_arg, default=None, help="base channel width (default: per dataset)"
+    )
+    parser.add_argument("--hidden", type=positive_int_arg, default=None, help="hidden FC size (default: per dataset)")
     parser.add_argument("--gnova-alpha", type=non_negative_arg, default=0.1, help="G-NoVa slope alpha (default 0.1)")
     parser.add_argument(
         "--gnova-beta", type=non_negative_arg, default=1.0, help="G-NoVa sigmoid weight beta (default 1)"
@@ -484,7 +486,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         help="no learned log-scale per layer in the reverse direction (the paper's plain tied layer)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: min(2, cores))")
+    parser.add_argument("--threads", type=positive_int_arg, default=None, help="CPU threads (default: min(2, cores))")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -509,8 +511,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", choices=tuple(DATASETS), default="fashion-mnist")
     p.add_argument("--kind", choices=("bvae", "vae"), default="bvae")
     p.add_argument("--variant", choices=VARIANTS, default="vae")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--epochs", type=positive_int_arg, default=10)
+    p.add_argument("--batch-size", type=positive_int_arg, default=128)
     p.add_argument("--lr", type=positive_arg, default=2e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--weight-decay", type=non_negative_arg, default=1e-4)
     _recipe_options(p)
@@ -519,12 +521,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--alpha", type=non_negative_arg, default=1.0, help="beta-TCVAE weight on the mutual information")
     p.add_argument("--gamma", type=non_negative_arg, default=1.0, help="beta-TCVAE weight on the dimension-wise KL")
-    p.add_argument("--k", type=int, default=5, help="IWAE samples")
+    p.add_argument("--k", type=positive_int_arg, default=5, help="IWAE samples")
     p.add_argument("--out", default="runs/train", help="output folder (checkpoint.pt, metrics.json)")
     p.add_argument("--resume", default=None, help="checkpoint to resume from")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--download", action="store_true", help="download with torchvision if the data is missing")
-    p.add_argument("--limit", type=int, default=None, help="train on the first N images (and test on <= N)")
+    p.add_argument(
+        "--limit", type=positive_int_arg, default=None, help="train on the first N images (and test on <= N)"
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on GPU")
     _model_options(p)
@@ -536,12 +540,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         description="Train a BVAE and its VAE twin on real Fashion-MNIST on the CPU and compare them.",
     )
     d.add_argument("--out", default="demo-out", help="output folder (metrics.json, PNGs)")
-    d.add_argument("--epochs", type=int, default=20)
-    d.add_argument("--batch-size", type=int, default=64)
+    d.add_argument("--epochs", type=positive_int_arg, default=20)
+    d.add_argument("--batch-size", type=positive_int_arg, default=64)
     d.add_argument("--lr", type=positive_arg, default=1e-2)
     _recipe_options(d)
-    d.add_argument("--train-size", type=int, default=5000, help="training images (capped by the data found)")
-    d.add_argument("--test-size", type=int, default=1000, help="test images (capped by the data found)")
+    d.add_argument(
+        "--train-size", type=positive_int_arg, default=5000, help="training images (capped by the data found)"
+    )
+    d.add_argument("--test-size", type=positive_int_arg, default=1000, help="test images (capped by the data found)")
     d.add_argument("--data-dir", default=None)
     d.add_argument("--bundled", action="store_true", help="use the bundled sample even if full data exists")
     _model_options(d)

@@ -99,6 +99,11 @@ def test_demo_runs_from_the_bundled_sample(tmp_path):
         ("demo", "--lr", "0"),
         ("demo", "--gnova-gamma", "0"),
         ("demo", "--gnova-alpha", "-0.1"),
+        ("demo", "--train-size", "0"),
+        ("demo", "--test-size", "-1"),
+        ("train", "--threads", "0"),
+        ("train", "--epochs", "1.5"),
+        ("train", "--limit", "0"),
     ],
 )
 def test_bad_numbers_are_usage_errors(capsys, command, option, value):
