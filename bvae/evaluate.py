@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from bvae import metrics
-from bvae._checks import non_negative_arg
+from bvae._checks import non_negative_arg, positive_int_arg
 
 ALL_METRICS = ("psnr", "ssim", "nll", "au", "acc", "fid")
 DEFAULT_BATCH = 256
@@ -501,9 +501,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--data-dir", default=None, help="dataset directory (nothing is downloaded)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
+    p.add_argument("--batch-size", type=positive_int_arg, default=DEFAULT_BATCH)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--gmm-components", type=int, default=10, help="mixture components of the GMM sampler")
+    p.add_argument("--gmm-components", type=positive_int_arg, default=10, help="mixture components of the GMM sampler")
     p.add_argument(
         "--train-limit",
         type=_positive_or_none,
@@ -517,12 +517,16 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="evaluate a checkpoint: eval.json, figures and a table")
     _add_common(p)
     p.add_argument("--metrics", default=",".join(ALL_METRICS), help=f"comma list of {','.join(ALL_METRICS)}")
-    p.add_argument("--nll-samples", type=int, default=1000, help="importance samples K per image (paper: 1000)")
+    p.add_argument(
+        "--nll-samples", type=positive_int_arg, default=1000, help="importance samples K per image (paper: 1000)"
+    )
     p.add_argument("--nll-limit", type=int, default=None, help="NLL on only the first N test images")
-    p.add_argument("--nll-batch-size", type=int, default=16, help="images per NLL batch (x K samples decoded)")
+    p.add_argument(
+        "--nll-batch-size", type=positive_int_arg, default=16, help="images per NLL batch (x K samples decoded)"
+    )
     p.add_argument("--limit", type=_positive_or_none, default=None, help="use only the first N test images")
     p.add_argument("--au-threshold", type=non_negative_arg, default=0.01, help="active if Cov_x(E_q[z_u]) exceeds this")
-    p.add_argument("--probe-iters", type=int, default=200, help="max iterations of the downstream probe")
+    p.add_argument("--probe-iters", type=positive_int_arg, default=200, help="max iterations of the downstream probe")
     p.add_argument("--fid-weights", default=None, help="local Inception-v3 weights (torch-fidelity pt_inception)")
     p.add_argument("--tsne", type=int, default=1000, help="points in the t-SNE plot (0: no plot)")
     p.add_argument("--no-figures", dest="figures", action="store_false", help="skip the PNG figures")
@@ -531,7 +535,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("sample", help="decode samples from N(0, I) or a GMM on training latents")
     _add_common(p)
-    p.add_argument("--n", type=int, default=64, help="number of samples")
+    p.add_argument("--n", type=positive_int_arg, default=64, help="number of samples")
     p.add_argument("--sampler", choices=("normal", "gmm"), default="normal")
     p.add_argument("--interpolate", action="store_true", help="also write interpolation strips of test images")
     p.add_argument("--out", required=True, help="output directory")

@@ -313,3 +313,14 @@ def test_real_checkpoint_eval_end_to_end(tmp_path, capsys):
     assert math.isfinite(payload["metrics"]["nll"]) and payload["metrics"]["nll_n"] == 32
     assert _run(["eval", str(ckpt), "--data", "mnist", "--no-figures", "--out", str(out)]) == 2
     assert "trained on 'fashion-mnist'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [("eval", "--nll-batch-size"), ("eval", "--gmm-components"), ("eval", "--probe-iters"), ("sample", "--n")],
+)
+def test_eval_and_sample_counts_are_usage_errors(capsys, command, option):
+    with pytest.raises(SystemExit) as exc:
+        _run([command, "ckpt.pt", option, "0"])
+    assert exc.value.code == 2
+    assert f"argument {option}: must be a positive int, got '0'" in capsys.readouterr().err
