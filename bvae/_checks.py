@@ -39,12 +39,20 @@ positive_arg = number_arg(lambda v: v > 0, "a finite number > 0")
 non_negative_arg = number_arg(lambda v: v >= 0, "a finite number >= 0")
 
 
-def positive_int_arg(text: str) -> int:
-    """An argparse type: an int >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}")
-    return value
+def int_arg(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an int >= `minimum`, else a usage error."""
+    what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int_arg = int_arg(1)

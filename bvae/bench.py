@@ -44,6 +44,8 @@ import torch
 import bvae_kernels as bk
 from bvae_kernels import reference as ref
 
+from ._checks import int_arg, positive_int_arg
+
 EAGER = "torch"
 COMPILE = "torch.compile"
 COMPILE_MAX = "torch.compile-max-autotune"
@@ -1120,13 +1122,19 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="write results.json, results.csv, speedup.png, summary.md here")
     p.add_argument("--cases", default=None, help="comma-separated substrings or globs of case ids (see --list)")
     p.add_argument("--backends", default=None, help=f"comma-separated subset of {', '.join(ALL_BACKENDS)}")
-    p.add_argument("--reps", type=int, default=None, help="samples per backend (default 30; 5 with --quick)")
-    p.add_argument("--rounds", type=int, default=1, help="repeat the whole measurement this many times")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before measuring")
+    p.add_argument(
+        "--reps", type=positive_int_arg, default=None, help="samples per backend (default 30; 5 with --quick)"
+    )
+    p.add_argument("--rounds", type=positive_int_arg, default=1, help="repeat the whole measurement this many times")
+    p.add_argument("--threads", type=positive_int_arg, default=None, help="torch.set_num_threads before measuring")
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
     p.add_argument("--tf32", action="store_true", help="allow TF32 in both matmul and cuDNN (matched)")
     p.add_argument(
-        "--profile", type=int, default=0, metavar="N", help="instead of timing, print torch.profiler tables of N calls"
+        "--profile",
+        type=int_arg(0),
+        default=0,
+        metavar="N",
+        help="instead of timing, print torch.profiler tables of N calls",
     )
     p.add_argument("--list", action="store_true", help="list the selected case ids and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

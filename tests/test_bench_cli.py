@@ -102,3 +102,13 @@ def test_bench_quick_full_run(tmp_path):
     assert {"gnova", "bi_conv2d", "bi_conv2d_reverse", "bi_linear", "bi_conv2d_chain"} <= cases
     chain = [r for r in result["rows"] if r["case"] == "bi_conv2d_chain" and r["status"] == "ok"]
     assert {"torch", "torch.compile"} <= {r["backend"] for r in chain}
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--reps", "0"), ("--rounds", "-1"), ("--threads", "0"), ("--profile", "-1")]
+)
+def test_bad_counts_are_usage_errors(capsys, option, value):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", option, value])
+    assert exc.value.code == 2
+    assert f"argument {option}: must be" in capsys.readouterr().err
