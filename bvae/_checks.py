@@ -15,6 +15,13 @@ def check_number(name: str, value: object, accept: Callable[[float], bool], what
     return float(value)
 
 
+def positive_int(name: str, value: object) -> int:
+    """`value` when it is an int >= 1 (not a bool); else a ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
 def non_negative(name: str, value: object) -> float:
     return check_number(name, value, lambda v: v >= 0, "a finite number >= 0")
 

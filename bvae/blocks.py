@@ -25,6 +25,7 @@ import bvae_kernels as bk
 from bvae_kernels.activation import IDENTITY, ActivationLike, GNoVa, resolve_activation
 from bvae_kernels.ops import conv_output_size
 
+from ._checks import positive_int
 from .layers import BiConv2d, BiLinear, resolve_reverse_activation
 
 Shape = tuple[int, ...]
@@ -119,8 +120,7 @@ class BiResBlock(nn.Module):
         reverse_scale: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
-            raise ValueError(f"BiResBlock: channels must be a positive int, got {channels!r}")
+        positive_int("BiResBlock: channels", channels)
         self.channels = channels
         self.activation = resolve_activation(activation)
         self.backend = backend

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from ._checks import positive_int
+
 DATASET_NAMES = ("fashion-mnist", "mnist", "cifar10", "celeba64")
 SYSTEM_DIRS = {
     "fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")],
@@ -55,8 +57,7 @@ class ImageTensorDataset(Dataset):
 
     def take(self, n: int) -> ImageTensorDataset:
         """The first n samples (all if n >= len)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+        positive_int("n", n)
         return ImageTensorDataset(self.images[:n], self.labels[:n], self.name, self.source)
 
     def __repr__(self) -> str:

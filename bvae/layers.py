@@ -23,6 +23,8 @@ import bvae_kernels as bk
 from bvae_kernels.activation import ActivationLike, GNoVa, resolve_activation
 from bvae_kernels.ops import conv_transpose_output_size
 
+from ._checks import positive_int
+
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     if isinstance(value, int) and not isinstance(value, bool):
@@ -79,12 +81,6 @@ class _ReverseParamsMixin:
     bias: nn.Parameter | None
     reverse_bias: nn.Parameter | None
     reverse_log_scale: nn.Parameter | None
-
-    @staticmethod
-    def _check_sizes(layer: str, **sizes: int) -> None:
-        for name, value in sizes.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
 
     def _make_params(self, weight_shape: tuple[int, ...], bias: bool, reverse_scale: bool, factory: dict) -> None:
         """W [out, in, *kernel]; b_f [out] and b_r [in] when `bias`; the scalar s when `reverse_scale`."""
@@ -152,7 +148,8 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
         reverse_scale: bool = False,
     ) -> None:
         super().__init__()
-        self._check_sizes("BiConv2d", in_channels=in_channels, out_channels=out_channels)
+        positive_int("BiConv2d: in_channels", in_channels)
+        positive_int("BiConv2d: out_channels", out_channels)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
@@ -271,7 +268,8 @@ class BiLinear(_ReverseParamsMixin, nn.Module):
         reverse_scale: bool = False,
     ) -> None:
         super().__init__()
-        self._check_sizes("BiLinear", in_features=in_features, out_features=out_features)
+        positive_int("BiLinear: in_features", in_features)
+        positive_int("BiLinear: out_features", out_features)
         self.in_features, self.out_features = in_features, out_features
         self.activation = resolve_activation(activation)
         self.backend = backend

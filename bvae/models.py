@@ -40,7 +40,7 @@ from torch import nn
 
 from bvae_kernels.activation import IDENTITY, GNoVa
 
-from ._checks import non_negative, positive
+from ._checks import non_negative, positive, positive_int
 from .blocks import BiFlatten, BiResBlock, BiSequential, layer_output_shape, reverse_layer
 from .layers import BiConv2d, BiLinear
 from .objectives import DEFAULT_GAUSSIAN_SIGMA, ModelOutput, get_objective
@@ -89,9 +89,7 @@ class ModelConfig:
         self.width = width if self.width is None else self.width
         self.hidden = hidden if self.hidden is None else self.hidden
         for name in ("latent_dim", "width", "hidden", "k"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            positive_int(name, getattr(self, name))
         size = self.dataset_size
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
             raise ValueError(f"dataset_size must be a positive int or None, got {size!r}")

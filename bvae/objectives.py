@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import non_negative, positive
+from ._checks import non_negative, positive, positive_int
 
 LOG_2PI = math.log(2 * math.pi)
 DEFAULT_GAUSSIAN_SIGMA = 0.1
@@ -236,8 +236,7 @@ def iwae(
     reports it. recon_loss and reg_loss are the sample-averaged -log p(x|z) and log q - log p (the
     single-sample ELBO pieces), so for k > 1 they do not sum to the loss.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"iwae: k must be a positive int, got {k!r}")
+    positive_int("iwae: k", k)
     reg_weight = _check_reg_weight(reg_weight)
     mu, logvar = _encode(model, x)
     n, d = mu.shape

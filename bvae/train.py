@@ -30,7 +30,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ._checks import check_number, non_negative, non_negative_arg, number_arg, positive, positive_arg, positive_int_arg
+from ._checks import (
+    check_number,
+    non_negative,
+    non_negative_arg,
+    number_arg,
+    positive,
+    positive_arg,
+    positive_int,
+    positive_int_arg,
+)
 from .models import DATASETS, VARIANTS, ModelConfig, build_model
 
 CHECKPOINT_FORMAT = "bvae-checkpoint"
@@ -285,9 +294,8 @@ def fit(
     during warm-up is the weighted one, the metrics' "elbo" the true bound.
     `scale_lr_factor` multiplies the peak lr of the layers' reverse log-scales (see `param_groups`).
     """
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    positive_int("epochs", epochs)
+    positive_int("batch_size", batch_size)
     positive("lr", lr)
     non_negative("weight_decay", weight_decay)
     check_number("kl_warmup", kl_warmup, lambda v: 0 <= v <= 1, "a fraction of training in [0, 1]")
