@@ -18,11 +18,14 @@ install: deps
 demo: install
 	$(PYTHON) -m bvae demo --out $(OUT)
 
-# Two runs: the Triton kernel tests need TRITON_INTERPRET=1 set before triton defines the kernels (they run
-# on CPU tensors through Triton's interpreter); in the first run they skip, saying so.
+# Two runs. The first: everything, every backend this machine has (cpu here). The second: the op tests once
+# more for the triton backend alone, in Triton's interpreter on CPU tensors (TRITON_INTERPRET=1 must be set
+# before triton defines the kernels, so it is its own process).
+OP_TESTS = tests/test_gnova.py tests/test_bi_conv2d.py tests/test_bi_conv2d_reverse.py tests/test_bi_linear.py \
+	tests/test_bi_linear_reverse.py tests/test_op_contract.py tests/test_triton_kernels.py
 test: install
 	$(PYTHON) -m pytest -q -ra
-	TRITON_INTERPRET=1 $(PYTHON) -m pytest -q -ra tests/test_triton_kernels.py tests/test_triton_ops.py
+	TRITON_INTERPRET=1 BVAE_TEST_BACKENDS=triton $(PYTHON) -m pytest -q -ra $(OP_TESTS)
 
 lint:
 	ruff check .

@@ -34,7 +34,8 @@ def _want_cuda() -> bool:
 def _extensions() -> list:
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp", "-DAT_PARALLEL_OPENMP_CHECK=0"]
+    # No -std: torch's BuildExtension adds the standard its own headers need (C++17, or C++20 from torch 2.14).
+    cxx_flags = ["-O3", "-fopenmp", "-DAT_PARALLEL_OPENMP_CHECK=0"]
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     cuda_binder = os.path.join("csrc", "cuda_ops.cpp")
     sources = [s for s in sources if s != cuda_binder]
@@ -46,7 +47,7 @@ def _extensions() -> list:
                 "bvae_kernels._C",
                 sources,
                 define_macros=[("BVAE_WITH_CUDA", "1")],
-                extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]},
+                extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
                 extra_link_args=["-fopenmp"],
             )
         ]

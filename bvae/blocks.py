@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 import bvae_kernels as bk
+from bvae_kernels._library import conv_output_size
 from bvae_kernels.activation import IDENTITY, ActivationLike, GNoVa, resolve_activation
-from bvae_kernels.ops import conv_output_size
 
 from ._checks import positive_int
 from .layers import BiConv2d, BiLinear, resolve_reverse_activation

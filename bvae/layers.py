@@ -7,8 +7,12 @@ weight tensor: no transposed or flipped copy exists.
 `reverse_scale=True` adds one scalar, `reverse_log_scale` s: the reverse direction computes
 a(e^s W^T z + b_r). Tying fixes the ratio of the two directions' gains to 1; a trained VAE's decoder layers
 end up 3-8x larger than its encoder's (the KL term keeps the mean head small), so a tied layer must
-compromise. One log-scale per layer gives that ratio back at no cost to the fused kernels: a scalar commutes
-with the contraction, so it multiplies z before the fused op.
+compromise. One log-scale per layer gives that ratio back inside the fused reverse op: e^s multiplies the
+contraction in the op's epilogue, and the op's backward gives ds = <dz, z> exactly (no extra pass, nothing
+extra saved).
+
+Everything a call needs besides the tensors (activation parameters, stride and padding as the ops take them)
+is resolved once, at construction: a forward call is one public op call.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import torch
 from torch import nn
 
 import bvae_kernels as bk
+from bvae_kernels._library import conv_transpose_output_size
 from bvae_kernels.activation import ActivationLike, GNoVa, resolve_activation
-from bvae_kernels.ops import conv_transpose_output_size
 
 from ._checks import positive_int
 
@@ -45,29 +49,6 @@ def resolve_reverse_activation(activation: ActivationLike, default: GNoVa) -> GN
     if isinstance(activation, str) and activation == "default":
         return default
     return resolve_activation(activation)
-
-
-class _ScaleByExp(torch.autograd.Function):
-    """z * exp(s) that saves only its output: d/dz = e^s and d/ds = sum(g * z e^s) both need y = z e^s, the
-    tensor the reverse op saves anyway, so the scale adds no saved activation (a plain `z * s.exp()` would
-    keep z as well)."""
-
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-        y = z * log_scale.exp()
-        ctx.save_for_backward(y, log_scale)  # the input s, not e^s: backward's e^s must stay differentiable
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # noqa: ANN001
-        y, log_scale = ctx.saved_tensors
-        scale = log_scale.exp()
-        grad_z = grad * scale if ctx.needs_input_grad[0] else None
-        grad_s = None
-        if ctx.needs_input_grad[1]:
-            acc = torch.promote_types(grad.dtype, torch.float32)  # sum low-precision products in fp32
-            grad_s = (grad.to(acc) * y.to(acc)).sum().to(scale.dtype)
-        return grad_z, grad_s
 
 
 class _ReverseParamsMixin:
@@ -99,13 +80,6 @@ class _ReverseParamsMixin:
                 nn.init.uniform_(bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
         if self.reverse_log_scale is not None:
             nn.init.zeros_(self.reverse_log_scale)
-
-    def _scaled_reverse_input(self, z: torch.Tensor) -> torch.Tensor:
-        """z * exp(s): a scalar commutes with the transposed contraction, so the fused op still adds b_r and
-        applies a() (one extra elementwise pass over the reverse input)."""
-        if self.reverse_log_scale is None:
-            return z
-        return _ScaleByExp.apply(z, self.reverse_log_scale)
 
     def _load_from_state_dict(
         self,
@@ -181,6 +155,8 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
                 raise ValueError(f"BiConv2d: padding must be >= 0, got {self.padding}")
         self.activation = resolve_activation(activation)
         self.backend = backend
+        self._op_stride, self._op_padding = list(self.stride), list(self.padding)  # what the ops take as they are
+        self._output_padding: dict[tuple, tuple[int, int]] = {}  # (input HW, output_size) -> output_padding
         factory = {"device": device, "dtype": dtype}
         self._make_params((out_channels, in_channels, *self.kernel_size), bias, reverse_scale, factory)
         self.reset_parameters()
@@ -196,14 +172,26 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
             x,
             self.weight,
             self.bias,
-            stride=self.stride,
-            padding=self.padding,
+            stride=self._op_stride,
+            padding=self._op_padding,
             activation=self.activation,
             backend=self.backend,
         )
 
     def output_padding_for(self, input_hw: Sequence[int], output_size: Sequence[int]) -> tuple[int, int]:
         """The output_padding that makes the reverse direction produce `output_size` (H, W) from `input_hw`."""
+        try:
+            return self._output_padding[(tuple(input_hw), output_size)]
+        except (KeyError, TypeError):  # new, or an unhashable output_size (a list): compute
+            pass
+        pads = self._compute_output_padding(input_hw, output_size)
+        try:
+            self._output_padding[(tuple(input_hw), output_size)] = pads
+        except TypeError:
+            pass
+        return pads
+
+    def _compute_output_padding(self, input_hw: Sequence[int], output_size: Sequence[int]) -> tuple[int, int]:
         target = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)[-2:]
         if len(target) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in target):
             raise ValueError(f"BiConv2d.reverse: output_size must end in (H, W) ints, got {output_size!r}")
@@ -229,19 +217,20 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
         strided forward exactly, e.g. 28 -> 14 -> 28 with k=3, s=2, p=1). `activation` replaces a ("default":
         the layer's own; containers pass the mirror rule's choice).
         """
-        output_padding = (0, 0)
+        output_padding = 0
         if output_size is not None:
             if not isinstance(z, torch.Tensor) or z.dim() not in (3, 4):
                 raise ValueError("BiConv2d.reverse: z must be a 3D or 4D tensor")
             output_padding = self.output_padding_for(z.shape[-2:], output_size)
         return bk.bi_conv2d_reverse(
-            self._scaled_reverse_input(z),
+            z,
             self.weight,
             self.reverse_bias,
-            stride=self.stride,
-            padding=self.padding,
+            stride=self._op_stride,
+            padding=self._op_padding,
             output_padding=output_padding,
-            activation=resolve_reverse_activation(activation, self.activation),
+            activation=self.activation if activation == "default" else resolve_activation(activation),
+            log_scale=self.reverse_log_scale,
             backend=self.backend,
         )
 
@@ -291,10 +280,11 @@ class BiLinear(_ReverseParamsMixin, nn.Module):
         `activation` replaces a ("default": the layer's own; containers pass the mirror rule's choice).
         """
         return bk.bi_linear_reverse(
-            self._scaled_reverse_input(z),
+            z,
             self.weight,
             self.reverse_bias,
-            activation=resolve_reverse_activation(activation, self.activation),
+            activation=self.activation if activation == "default" else resolve_activation(activation),
+            log_scale=self.reverse_log_scale,
             backend=self.backend,
         )
 

@@ -8,7 +8,11 @@ x2 = bk.bi_conv2d_reverse(y, W, b_r, stride=2, padding=1)   # decode through the
 from . import reference
 from .activation import GNoVa, gnova_reference, resolve_activation
 from .backends import BACKENDS, available_backends, compiled_ops_available, cuda_ops_available
-from .ops import bi_conv2d, bi_conv2d_reverse, bi_linear, bi_linear_reverse, gnova
+from .bi_conv2d import bi_conv2d
+from .bi_conv2d_reverse import bi_conv2d_reverse
+from .bi_linear import bi_linear
+from .bi_linear_reverse import bi_linear_reverse
+from .gnova import gnova
 
 __version__ = "0.1.0"
 

@@ -10,10 +10,13 @@ the same family, so one kernel serves all three.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
+
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class GNoVa:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"GNoVa: {name} must be a finite number, got {value!r}")
+            if abs(value) > _FLOAT32_MAX:  # the GPU kernels compute in float32: such a value would be inf there
+                raise ValueError(f"GNoVa: {name} must be at most {_FLOAT32_MAX:.4g} in magnitude, got {value!r}")
             object.__setattr__(self, name, float(value))
         if self.alpha < 0 or self.beta < 0:
             raise ValueError(f"GNoVa: alpha and beta must be >= 0, got alpha={self.alpha}, beta={self.beta}")
@@ -36,10 +41,9 @@ class GNoVa:
             raise ValueError(f"GNoVa: gamma must be > 0, got {self.gamma}")
         if self.alpha == 0 and self.beta == 0:
             raise ValueError("GNoVa: alpha and beta cannot both be 0 (the activation would be constant)")
+        object.__setattr__(self, "params", (self.alpha, self.beta, self.gamma))  # read on every op call
 
-    @property
-    def params(self) -> tuple[float, float, float]:
-        return (self.alpha, self.beta, self.gamma)
+    params: tuple[float, float, float] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __call__(self, u: torch.Tensor) -> torch.Tensor:
         return gnova_reference(u, *self.params)
@@ -50,6 +54,16 @@ IDENTITY = GNoVa(alpha=1.0, beta=0.0, gamma=1.0)
 DEFAULT_GNOVA = GNoVa()
 
 ActivationLike = str | GNoVa | None
+
+
+def activation_params(activation: ActivationLike) -> tuple[float, float, float]:
+    """(alpha, beta, gamma) of an activation; the fast path of every op call (a GNoVa or a common name)."""
+    if isinstance(activation, GNoVa):
+        return activation.params
+    try:
+        return _NAMED_PARAMS[activation]
+    except (KeyError, TypeError):  # other spellings, or not a name at all: resolve_activation explains
+        return resolve_activation(activation).params
 
 
 def resolve_activation(activation: ActivationLike) -> GNoVa:
@@ -91,3 +105,11 @@ def gnova_second_grad_reference(u: torch.Tensor, alpha: float, beta: float, gamm
     """a''(u) = beta * gamma^2 * s (1 - s) (1 - 2 s); alpha drops out."""
     s = torch.sigmoid(gamma * u)
     return beta * gamma * gamma * s * (1 - s) * (1 - 2 * s)
+
+
+_NAMED_PARAMS: dict = {
+    None: IDENTITY.params,
+    "gnova": DEFAULT_GNOVA.params,
+    "sigmoid": SIGMOID.params,
+    "identity": IDENTITY.params,
+}

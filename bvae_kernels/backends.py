@@ -1,42 +1,41 @@
-"""Which backends exist on this machine, and which one a call uses.
+"""Which backends exist on this machine, and which op family a call uses.
 
-Order of choice: the `backend=` argument, then $BVAE_BACKEND, then the default for the tensors' device
-(CUDA: triton, else cuda, else torch; CPU: cpu, else torch). A requested or default backend that cannot
-serve the call falls back with a one-time warning that says why; an impossible explicit request (say
-backend="cuda" for CPU tensors) is a ValueError.
+Backends: "torch" (the eager reference), "cpu" and "cuda" (the compiled ops `torch.ops.bvae.<op>`: one op,
+a CPU and a CUDA kernel) and "triton" (`torch.ops.bvae.triton_<op>`: the same schema, fake and autograd, with
+Triton kernels registered from bvae_kernels/triton). Order of choice: the `backend=` argument, then
+$BVAE_BACKEND, then the default for the tensors' device (CUDA: triton, else cuda, else torch; CPU: cpu, else
+torch). A requested or default backend that cannot serve the device falls back down the chain with a one-time
+warning that says why; an impossible explicit request (backend="cuda" for CPU tensors) is a ValueError.
+
+The choice is made once per (request, device type) and cached, and $BVAE_BACKEND is read once: call
+`refresh()` after changing it in a running process. Cases the Triton kernels cannot serve (float64, very large
+kernels or tensors) are handed to the compiled op by the Triton op itself, with a one-time warning.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
-import warnings
 
 import torch
 
+from ._library import C_IMPORT_ERROR, compiled_library_loaded, warn_once
+
 BACKENDS = ("torch", "cpu", "cuda", "triton")
-
-_C_IMPORT_ERROR: str | None = None
-try:  # the compiled ops are optional: `import bvae_kernels` must work anywhere
-    from . import _C  # noqa: F401
-except ImportError as exc:  # pragma: no cover - depends on the build
-    _C_IMPORT_ERROR = (
-        f"bvae_kernels._C could not be imported ({exc}); rebuild with `pip install --no-build-isolation .`"
-    )
+# What each backend runs: the reference, the compiled op family, or the Triton op family.
+IMPL_OF = {"torch": "torch", "cpu": "compiled", "cuda": "compiled", "triton": "triton"}
 
 
-@functools.cache
 def compiled_ops_available() -> bool:
     """True when bvae_kernels._C loaded and registered the bvae ops."""
-    return _C_IMPORT_ERROR is None and hasattr(torch.ops.bvae, "bi_conv2d")
+    return compiled_library_loaded()
 
 
 @functools.cache
 def cuda_ops_available() -> bool:
-    """True when the compiled ops have CUDA kernels registered (built with nvcc and a CUDA torch)."""
-    if not compiled_ops_available():
-        return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key("bvae::bi_conv2d", "CUDA")
+    """True when the compiled ops have CUDA kernels (built with nvcc against a CUDA build of torch)."""
+    return compiled_ops_available() and torch._C._dispatch_has_kernel_for_dispatch_key("bvae::bi_conv2d", "CUDA")
 
 
 def triton_interpreting() -> bool:
@@ -44,22 +43,24 @@ def triton_interpreting() -> bool:
 
 
 @functools.cache
-def triton_import_error() -> str | None:
-    """None when the Triton backend imports, else why not."""
+def triton_unavailable_reason() -> str | None:
+    """None when the Triton kernels can be registered (importing bvae_kernels.triton does it), else why not."""
+    if not compiled_ops_available():
+        return f"the Triton ops share the compiled library's schemas and autograd: {C_IMPORT_ERROR or 'not built'}"
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed (pip install triton)"
     try:
-        from . import triton as _triton_backend  # noqa: F401
-    except Exception as exc:  # noqa: BLE001 - any import failure means "not available", with the reason
-        return f"the Triton backend could not be imported ({type(exc).__name__}: {exc})"
-    if not getattr(_triton_backend, "AVAILABLE", False):
-        return getattr(_triton_backend, "UNAVAILABLE_REASON", "the Triton backend is not available")
-    return None
+        import triton  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - a third-party package that fails to import is simply unavailable
+        return f"triton is installed but does not import ({type(exc).__name__}: {exc})"
+    from . import triton as _kernels  # registers the Triton kernels; our own import errors propagate
+
+    return _kernels.UNAVAILABLE_REASON
 
 
 def triton_available() -> bool:
     """Triton kernels can run: a CUDA device, or CPU tensors under TRITON_INTERPRET=1."""
-    if triton_import_error() is not None:
-        return False
-    return torch.cuda.is_available() or triton_interpreting()
+    return (torch.cuda.is_available() or triton_interpreting()) and triton_unavailable_reason() is None
 
 
 def available_backends() -> list[str]:
@@ -74,11 +75,6 @@ def available_backends() -> list[str]:
     return names
 
 
-@functools.cache
-def _warn_once(message: str) -> None:
-    warnings.warn(message, RuntimeWarning, stacklevel=4)
-
-
 def _unavailable_reason(name: str, device_type: str) -> str | None:
     """None when `name` can run on tensors of `device_type`, else the reason."""
     if name == "torch":
@@ -86,7 +82,7 @@ def _unavailable_reason(name: str, device_type: str) -> str | None:
     if name == "cpu":
         if device_type != "cpu":
             return f"the cpu backend serves CPU tensors, not {device_type}"
-        return None if compiled_ops_available() else (_C_IMPORT_ERROR or "bvae_kernels._C has no bvae ops")
+        return None if compiled_ops_available() else (C_IMPORT_ERROR or "bvae_kernels._C has no bvae ops")
     if name == "cuda":
         if device_type != "cuda":
             return f"the cuda backend serves CUDA tensors, not {device_type}"
@@ -94,7 +90,7 @@ def _unavailable_reason(name: str, device_type: str) -> str | None:
             return "bvae_kernels._C was built without CUDA kernels (torch without CUDA, or nvcc not found)"
         return None
     if name == "triton":
-        reason = triton_import_error()
+        reason = triton_unavailable_reason()
         if reason is not None:
             return reason
         if device_type == "cuda" or (device_type == "cpu" and triton_interpreting()):
@@ -103,65 +99,93 @@ def _unavailable_reason(name: str, device_type: str) -> str | None:
     raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
 
 
-def _default_chain(device_type: str) -> tuple[str, ...]:
-    return ("triton", "cuda", "torch") if device_type == "cuda" else ("cpu", "torch")
+@functools.cache
+def env_backend() -> str | None:
+    """$BVAE_BACKEND, read once (refresh() reads it again)."""
+    return os.environ.get("BVAE_BACKEND") or None
 
 
-def resolve_backend(requested: str | None, device: torch.device, unsupported: str | None = None) -> str:
-    """Picks the backend for one call on tensors of `device` (see _resolve_backend); raises ValueError.
-
-    Under torch.compile the choice is made once, eagerly, at trace time (assume_constant_result): the
-    availability probes (a dispatcher query, imports) and the fallback warning cannot be traced, and a
-    graph break there would defeat fullgraph=True. Errors travel out as a constant and are raised here, so
-    that they stay ValueErrors under compile too.
-    """
-    choice = _resolve_backend_constant(requested, device, unsupported)
-    if choice.startswith("!"):
-        raise ValueError(choice[1:])
-    return choice
+def refresh() -> None:
+    """Forgets cached choices and $BVAE_BACKEND (after changing the environment in a running process)."""
+    env_backend.cache_clear()
+    _CHOICES.clear()
+    warn_once.cache_clear()
 
 
-@torch.compiler.assume_constant_result
-def _resolve_backend_constant(requested: str | None, device: torch.device, unsupported: str | None) -> str:
-    """The backend name, or "!" + the ValueError's message."""
-    try:
-        return _resolve_backend(requested, device, unsupported)
-    except ValueError as exc:
-        return "!" + str(exc)
+_CHOICES: dict[tuple, str] = {}
 
 
-def _resolve_backend(requested: str | None, device: torch.device, unsupported: str | None = None) -> str:
-    """Picks the backend for one call on tensors of `device`.
-
-    `unsupported` is the reason the Triton kernels cannot serve this particular case (None if they can).
-    An explicit `backend=` that cannot serve the device raises; $BVAE_BACKEND and the defaults fall back
-    down the device's chain, warning once with the reason.
-    """
-    device_type = device.type
+def _choose(requested: str | None, device_type: str) -> str:
+    """The backend name for one call; raises ValueError for a bad or impossible request."""
     if requested is not None:
         if requested not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS} or None, got {requested!r}")
         reason = _unavailable_reason(requested, device_type)
-        if reason is None and requested == "triton":
-            reason = unsupported
         if reason is not None:
             raise ValueError(f"backend={requested!r} cannot run this call: {reason}")
         return requested
-    env = os.environ.get("BVAE_BACKEND") or None
+    env = env_backend()
     if env is not None and env not in BACKENDS:
         raise ValueError(f"$BVAE_BACKEND must be one of {BACKENDS}, got {env!r}")
-    chain = _default_chain(device_type)
+    chain = ("triton", "cuda", "torch") if device_type == "cuda" else ("cpu", "torch")
     if env is not None:
         chain = (env,) + tuple(name for name in chain if name != env)
     first_reason = None
     for name in chain:
         reason = _unavailable_reason(name, device_type)
-        if reason is None and name == "triton" and unsupported:
-            reason = unsupported
         if reason is None:
             if first_reason is not None:
-                _warn_once(f"bvae_kernels: using backend {name!r} instead of {chain[0]!r}: {first_reason}")
+                warn_once(f"bvae_kernels: using backend {name!r} instead of {chain[0]!r}: {first_reason}")
             return name
-        if first_reason is None:
-            first_reason = reason
+        first_reason = first_reason or reason
     return "torch"
+
+
+@torch.compiler.assume_constant_result
+def _choice_or_error(requested: object, device_type: str) -> str:
+    """The backend name, or "!" + a ValueError's message. Under torch.compile this runs once, eagerly, at trace
+    time (the probes, imports and warnings cannot be traced, and a graph break would defeat fullgraph=True);
+    errors travel out as a constant and are raised by the caller, so they stay ValueErrors under compile."""
+    key = (requested, device_type)
+    try:
+        return _CHOICES[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable request: not a backend name
+        return f"!backend must be one of {BACKENDS} or None, got {requested!r}"
+    try:
+        choice = _choose(requested, device_type)  # type: ignore[arg-type]
+    except ValueError as exc:
+        return "!" + str(exc)
+    _CHOICES[key] = choice
+    return choice
+
+
+def resolve_backend(requested: str | None, device: torch.device | str) -> str:
+    """The backend a call on tensors of `device` uses ("torch", "cpu", "cuda" or "triton"); raises ValueError."""
+    device_type = device if isinstance(device, str) else device.type
+    choice = _choice_or_error(requested, device_type)
+    if choice[0] == "!":
+        raise ValueError(choice[1:])
+    return choice
+
+
+def impl_for(requested: str | None, device_type: str) -> str:
+    """The op family a call uses: "torch" (reference), "compiled" or "triton" (see IMPL_OF)."""
+    choice = _choice_or_error(requested, device_type)
+    if choice[0] == "!":
+        raise ValueError(choice[1:])
+    return IMPL_OF[choice]
+
+
+def impl_table(name: str, reference_fn: object) -> dict[str, object]:
+    """{"torch": reference_fn, "compiled": OpOverload, "triton": OpOverload} for public op `name` (the op
+    families present in this build): what a wrapper indexes with impl_for()."""
+    table = {"torch": reference_fn}
+    if compiled_ops_available():
+        table["compiled"] = getattr(torch.ops.bvae, name).default
+        table["triton"] = getattr(torch.ops.bvae, f"triton_{name}").default
+    return table
+
+
+FAST_INT_ARGS = (int, list, tuple)  # passed to the ops as they are (the schema parser takes them)

@@ -31,6 +31,10 @@ def bi_conv2d(
     return _act(activation)(F.conv2d(x, weight, bias, stride, padding))
 
 
+def _scaled(pre: torch.Tensor, log_scale: torch.Tensor | None) -> torch.Tensor:
+    return pre if log_scale is None else pre * log_scale.reshape(()).exp()
+
+
 def bi_conv2d_reverse(
     z: torch.Tensor,
     weight: torch.Tensor,
@@ -39,9 +43,13 @@ def bi_conv2d_reverse(
     padding: int | tuple[int, int] = 0,
     output_padding: int | tuple[int, int] = 0,
     activation: ActivationLike = "gnova",
+    log_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Reverse direction through the same W: a(conv_transpose2d(z, W) + b_r)."""
-    return _act(activation)(F.conv_transpose2d(z, weight, bias, stride, padding, output_padding))
+    """Reverse direction through the same W: a(e^s conv_transpose2d(z, W) + b_r) (e^s only with a log_scale s)."""
+    if log_scale is None:
+        return _act(activation)(F.conv_transpose2d(z, weight, bias, stride, padding, output_padding))
+    pre = _scaled(F.conv_transpose2d(z, weight, None, stride, padding, output_padding), log_scale)
+    return _act(activation)(pre + bias[:, None, None] if bias is not None else pre)
 
 
 def bi_linear(
@@ -52,8 +60,12 @@ def bi_linear(
 
 
 def bi_linear_reverse(
-    z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, activation: ActivationLike = "gnova"
+    z: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: ActivationLike = "gnova",
+    log_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Reverse direction: a(z W + b_r)."""
-    pre = torch.matmul(z, weight)
+    """Reverse direction: a(e^s z W + b_r) (e^s only with a log_scale s)."""
+    pre = _scaled(torch.matmul(z, weight), log_scale)
     return _act(activation)(pre + bias if bias is not None else pre)

@@ -1,12 +1,21 @@
-// bvae op schemas (declared once, here) and their CPU implementations.
+// The bvae op schemas (declared once, here) and their CPU kernels.
 //
-// The CPU backend uses ATen's convolution / matmul (oneDNN, BLAS) for the contraction and adds two fused,
-// vectorized OpenMP passes: bias + activation after the forward contraction, activation-gradient +
-// bias-gradient before the backward contractions. Everything is computed in opmath (float for
-// bfloat16/half/float, double for double).
+// Every public op comes in three parts, e.g. for the forward direction of a conv layer:
+//   bi_conv2d      -> y           what a call without grad runs: no pre-activation is kept
+//   bi_conv2d_fwd  -> (y, u)      what autograd's forward runs: u = the pre-activation, saved for backward
+//   bi_conv2d_bwd  -> gradients   autograd's backward (recomputes a'(u) on the fly)
+// Autograd and autocast live at their own dispatch keys (csrc/autograd.cpp), so no call enters Python.
+//
+// The same schemas are declared a second time under the prefix `triton_` (bvae::triton_bi_conv2d, ...): the
+// Triton backend registers its kernels (Python, bvae_kernels/triton/) for those, and shares everything else
+// with these ops: one schema text, one fake (bvae_kernels/_library.py), one autograd (autograd.cpp).
+//
+// The CPU kernels use ATen's convolution / matmul (oneDNN, BLAS) for the contraction and add two fused,
+// vectorized passes (csrc/cpu/act_kernels.h), computed in opmath (float for bfloat16/half/float, double for
+// double).
 #include <Python.h>
 
-#include "bvae_common.h"
+#include "bvae.h"
 
 extern "C" {
 // An importable, empty Python module: the ops register themselves with the dispatcher at load time.
@@ -18,14 +27,14 @@ PyObject* PyInit__C(void) {
 
 namespace bvae {
 namespace DEFAULT {
-std::tuple<at::Tensor, at::Tensor> bias_act_cpu(at::Tensor z, const c10::optional<at::Tensor>& bias, ActParams act);
-std::tuple<at::Tensor, at::Tensor> act_backward_cpu(const at::Tensor& grad, const at::Tensor& u, ActParams act,
-                                                    bool bias_grad);
+std::tuple<Tensor, Tensor> bias_act_cpu(Tensor z, const BiasActArgs& args);
+std::tuple<Tensor, Tensor> act_backward_cpu(const Tensor& grad, const OptTensor& u, ActParams act,
+                                            const OptTensor& log_scale, bool bias_grad);
 }  // namespace DEFAULT
 namespace AVX2 {
-std::tuple<at::Tensor, at::Tensor> bias_act_cpu(at::Tensor z, const c10::optional<at::Tensor>& bias, ActParams act);
-std::tuple<at::Tensor, at::Tensor> act_backward_cpu(const at::Tensor& grad, const at::Tensor& u, ActParams act,
-                                                    bool bias_grad);
+std::tuple<Tensor, Tensor> bias_act_cpu(Tensor z, const BiasActArgs& args);
+std::tuple<Tensor, Tensor> act_backward_cpu(const Tensor& grad, const OptTensor& u, ActParams act,
+                                            const OptTensor& log_scale, bool bias_grad);
 }  // namespace AVX2
 
 namespace {
@@ -39,60 +48,66 @@ bool use_avx2() {
 #endif
 }
 
-std::tuple<at::Tensor, at::Tensor> bias_act_cpu(at::Tensor z, const c10::optional<at::Tensor>& bias,
-                                                ActParams act) {
-  return use_avx2() ? AVX2::bias_act_cpu(std::move(z), bias, act) : DEFAULT::bias_act_cpu(std::move(z), bias, act);
+std::tuple<Tensor, Tensor> bias_act_cpu(Tensor z, const BiasActArgs& args) {
+  return use_avx2() ? AVX2::bias_act_cpu(std::move(z), args) : DEFAULT::bias_act_cpu(std::move(z), args);
 }
 
-std::tuple<at::Tensor, at::Tensor> act_backward_cpu(const at::Tensor& grad, const at::Tensor& u, ActParams act,
-                                                    bool bias_grad) {
-  return use_avx2() ? AVX2::act_backward_cpu(grad, u, act, bias_grad)
-                    : DEFAULT::act_backward_cpu(grad, u, act, bias_grad);
+std::tuple<Tensor, Tensor> act_backward_cpu(const Tensor& grad, const OptTensor& u, ActParams act,
+                                            const OptTensor& log_scale, bool bias_grad) {
+  return use_avx2() ? AVX2::act_backward_cpu(grad, u, act, log_scale, bias_grad)
+                    : DEFAULT::act_backward_cpu(grad, u, act, log_scale, bias_grad);
 }
+
+// name, then the schema after the name. `Tensor? u` of a backward op is absent when the activation's slope is
+// constant (beta == 0): then nothing was saved for it. Backward outputs not asked for by output_mask are None.
+constexpr const char* kSchemas[][2] = {
+    {"gnova", "(Tensor u, float alpha, float beta, float gamma) -> Tensor"},
+    {"gnova_bwd", "(Tensor grad, Tensor u, float alpha, float beta, float gamma) -> Tensor"},
+    {"bi_conv2d",
+     "(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, float alpha, float beta, float gamma) "
+     "-> Tensor"},
+    {"bi_conv2d_fwd",
+     "(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, float alpha, float beta, float gamma) "
+     "-> (Tensor, Tensor)"},
+    {"bi_conv2d_bwd",
+     "(Tensor grad, Tensor x, Tensor weight, Tensor? u, int[2] stride, int[2] padding, float alpha, float beta, "
+     "float gamma, bool[3] output_mask) -> (Tensor, Tensor, Tensor)"},
+    {"bi_conv2d_reverse",
+     "(Tensor z, Tensor weight, Tensor? bias, Tensor? log_scale, int[2] stride, int[2] padding, "
+     "int[2] output_padding, float alpha, float beta, float gamma) -> Tensor"},
+    {"bi_conv2d_reverse_fwd",
+     "(Tensor z, Tensor weight, Tensor? bias, Tensor? log_scale, int[2] stride, int[2] padding, "
+     "int[2] output_padding, float alpha, float beta, float gamma) -> (Tensor, Tensor)"},
+    {"bi_conv2d_reverse_bwd",
+     "(Tensor grad, Tensor z, Tensor weight, Tensor? u, Tensor? log_scale, int[2] stride, int[2] padding, "
+     "int[2] output_padding, float alpha, float beta, float gamma, bool[4] output_mask) "
+     "-> (Tensor, Tensor, Tensor, Tensor)"},
+    {"bi_linear", "(Tensor x, Tensor weight, Tensor? bias, float alpha, float beta, float gamma) -> Tensor"},
+    {"bi_linear_fwd",
+     "(Tensor x, Tensor weight, Tensor? bias, float alpha, float beta, float gamma) -> (Tensor, Tensor)"},
+    {"bi_linear_bwd",
+     "(Tensor grad, Tensor x, Tensor weight, Tensor? u, float alpha, float beta, float gamma, bool[3] output_mask) "
+     "-> (Tensor, Tensor, Tensor)"},
+    {"bi_linear_reverse",
+     "(Tensor z, Tensor weight, Tensor? bias, Tensor? log_scale, float alpha, float beta, float gamma) -> Tensor"},
+    {"bi_linear_reverse_fwd",
+     "(Tensor z, Tensor weight, Tensor? bias, Tensor? log_scale, float alpha, float beta, float gamma) "
+     "-> (Tensor, Tensor)"},
+    {"bi_linear_reverse_bwd",
+     "(Tensor grad, Tensor z, Tensor weight, Tensor? u, Tensor? log_scale, float alpha, float beta, float gamma, "
+     "bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)"},
+};
 
 }  // namespace
 
 TORCH_LIBRARY(bvae, m) {
-  m.def("gnova(Tensor u, float alpha, float beta, float gamma) -> Tensor");
-  m.def("gnova_backward(Tensor grad, Tensor u, float alpha, float beta, float gamma) -> Tensor");
-  m.def(
-      "bi_conv2d(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, float alpha, float beta, "
-      "float gamma) -> (Tensor, Tensor)");
-  m.def(
-      "bi_conv2d_backward(Tensor grad, Tensor x, Tensor weight, Tensor u, int[2] stride, int[2] padding, "
-      "float alpha, float beta, float gamma, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
-  m.def(
-      "bi_conv2d_reverse(Tensor z, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "
-      "int[2] output_padding, float alpha, float beta, float gamma) -> (Tensor, Tensor)");
-  m.def(
-      "bi_conv2d_reverse_backward(Tensor grad, Tensor z, Tensor weight, Tensor u, int[2] stride, "
-      "int[2] padding, int[2] output_padding, float alpha, float beta, float gamma, bool[3] output_mask) "
-      "-> (Tensor, Tensor, Tensor)");
-  m.def(
-      "bi_linear(Tensor x, Tensor weight, Tensor? bias, float alpha, float beta, float gamma) "
-      "-> (Tensor, Tensor)");
-  m.def(
-      "bi_linear_backward(Tensor grad, Tensor x, Tensor weight, Tensor u, float alpha, float beta, "
-      "float gamma, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
-  m.def(
-      "bi_linear_reverse(Tensor z, Tensor weight, Tensor? bias, float alpha, float beta, float gamma) "
-      "-> (Tensor, Tensor)");
-  m.def(
-      "bi_linear_reverse_backward(Tensor grad, Tensor z, Tensor weight, Tensor u, float alpha, float beta, "
-      "float gamma, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // Fake kernels for torch.compile live in Python; the dispatcher imports this module when it needs them.
+  m.set_python_module("bvae_kernels._library");
+  for (const auto& entry : kSchemas) {
+    for (const std::string prefix : {"", "triton_"}) m.def((prefix + entry[0] + entry[1]).c_str());
+  }
 }
 
-TORCH_LIBRARY_IMPL(bvae, CPU, m) {
-  m.impl("gnova", &gnova_impl<bias_act_cpu>);
-  m.impl("gnova_backward", &gnova_backward_impl<act_backward_cpu>);
-  m.impl("bi_conv2d", &bi_conv2d_impl<bias_act_cpu>);
-  m.impl("bi_conv2d_backward", &bi_conv2d_backward_impl<act_backward_cpu>);
-  m.impl("bi_conv2d_reverse", &bi_conv2d_reverse_impl<bias_act_cpu>);
-  m.impl("bi_conv2d_reverse_backward", &bi_conv2d_reverse_backward_impl<act_backward_cpu>);
-  m.impl("bi_linear", &bi_linear_impl<bias_act_cpu>);
-  m.impl("bi_linear_backward", &bi_linear_backward_impl<act_backward_cpu>);
-  m.impl("bi_linear_reverse", &bi_linear_reverse_impl<bias_act_cpu>);
-  m.impl("bi_linear_reverse_backward", &bi_linear_reverse_backward_impl<act_backward_cpu>);
-}
+TORCH_LIBRARY_IMPL(bvae, CPU, m) { DeviceOps<bias_act_cpu, act_backward_cpu>::register_all(m); }
 
 }  // namespace bvae

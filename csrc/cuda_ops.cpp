@@ -3,14 +3,14 @@
 //
 // The contraction is ATen's (cuDNN / cuBLAS); around it, the two fused passes of csrc/cuda/act_kernels.cu:
 // bias + activation after the forward contraction, activation-gradient + bias-gradient before the backward
-// contractions. The composites in bvae_common.h are shared with the CPU backend; this file supplies the two
-// CUDA primitives (tensors -> raw-pointer launchers on the current stream) and registers every op.
+// contractions. The composites in bvae.h are shared with the CPU backend; this file supplies the two CUDA
+// primitives (tensors -> raw-pointer launchers on the current stream) and registers every op.
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include "bvae_common.h"
+#include "bvae.h"
 #include "cuda/act_kernels.cuh"
 
 namespace bvae {
@@ -55,51 +55,57 @@ gpu::ActShape shape_of(const LayoutView& view) {
           view.outer, view.channels, view.inner};
 }
 
-std::tuple<at::Tensor, at::Tensor> bias_act_cuda(at::Tensor z, const c10::optional<at::Tensor>& bias,
-                                                 ActParams act) {
+// The reverse scale e^s is applied with ATen ops on the stream (no host sync): this backend is the fallback
+// behind Triton, and one extra elementwise pass keeps the CUDA kernels unchanged.
+Tensor scale_tensor(const Tensor& log_scale) { return log_scale.exp().reshape({}); }
+
+std::tuple<Tensor, Tensor> bias_act_cuda(Tensor z, const BiasActArgs& args) {
   check_cuda(z, "z");
-  check_float(z, "z");
   const c10::cuda::CUDAGuard guard(z.device());
   z = to_kernel_layout(z);
+  if (args.log_scale.has_value() && args.log_scale->defined()) {
+    TORCH_CHECK(args.in_place, "bvae: internal error: a scale needs an owned input");
+    z.mul_(scale_tensor(*args.log_scale));
+  }
+  // y is always a new tensor: the kernels take u and y as __restrict__ pointers.
   auto y = at::empty_like(z);
-  if (z.numel() == 0) return {y, z};
+  if (z.numel() == 0) return {y, args.keep_u ? z : Tensor()};
   const auto view = layout_of(z);
-  at::Tensor b;
-  if (bias.has_value()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == view.channels, "bvae: bias must have shape [",
-                view.channels, "], got ", bias->sizes());
-    TORCH_CHECK(bias->device() == z.device(), "bvae: bias must be on ", z.device(), ", got ", bias->device());
-    b = bias->to(z.scalar_type()).contiguous();
+  Tensor b;
+  if (args.bias.has_value() && args.bias->defined()) {
+    TORCH_CHECK(args.in_place, "bvae: internal error: a bias needs an owned input");
+    check_cuda(*args.bias, "bias");
+    b = args.bias->contiguous();
   }
   TORCH_CHECK(same_memory_order(y, z), "bvae: internal error: y and u memory orders differ");
   const gpu::ActShape shape = b.defined() ? shape_of(view) : gpu::ActShape{gpu::ActLayout::kFlat, z.numel(), 1, 1};
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(z.device().index()).stream();
+  const ActParams act = args.act;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, z.scalar_type(), "bvae_bias_act_cuda", [&] {
     C10_CUDA_CHECK(gpu::bias_act_launch(cuda_ptr<scalar_t>(z), cuda_ptr<scalar_t>(y),
                                         b.defined() ? cuda_ptr<scalar_t>(b) : nullptr, shape, act.alpha, act.beta,
                                         act.gamma, stream));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {y, z};
+  return {y, args.keep_u ? z : Tensor()};
 }
 
-std::tuple<at::Tensor, at::Tensor> act_backward_cuda(const at::Tensor& grad, const at::Tensor& u_in, ActParams act,
-                                                     bool bias_grad) {
-  check_cuda(u_in, "u");
+std::tuple<Tensor, Tensor> act_backward_cuda(const Tensor& grad, const OptTensor& u_in, ActParams act,
+                                             const OptTensor& log_scale, bool bias_grad) {
   check_cuda(grad, "grad");
-  check_float(u_in, "u");
-  TORCH_CHECK(grad.device() == u_in.device(), "bvae: grad and u must be on one device, got ", grad.device(),
-              " and ", u_in.device());
-  const c10::cuda::CUDAGuard guard(u_in.device());
-  auto u = to_kernel_layout(u_in);
-  TORCH_CHECK(grad.sizes() == u.sizes(), "bvae: grad_output has shape ", grad.sizes(), ", expected ", u.sizes());
-  auto g = grad.to(u.scalar_type()).contiguous(memory_format_of(u));
+  const bool constant = act.constant_slope();
+  TORCH_CHECK(constant || (u_in.has_value() && u_in->defined()), "bvae: internal error: u is missing");
+  // Without u (a constant slope) the kernels never read u's values: grad stands in for it.
+  const Tensor u = constant ? to_kernel_layout(grad) : to_kernel_layout(*u_in);
+  check_cuda(u, "u");
+  const c10::cuda::CUDAGuard guard(u.device());
+  auto g = constant ? u : grad.contiguous(memory_format_of(u));
   if (u.dim() == 2 && !g.is_contiguous()) g = g.contiguous();
   auto du = at::empty_like(u);
   TORCH_CHECK(same_memory_order(g, u) && same_memory_order(du, u),
               "bvae: internal error: grad, u and du memory orders differ");
   const auto view = layout_of(u);
-  at::Tensor db;
+  Tensor db;
   if (bias_grad) db = at::empty({view.channels}, u.options());
   if (u.numel() == 0) {
     if (bias_grad) db.zero_();
@@ -118,22 +124,12 @@ std::tuple<at::Tensor, at::Tensor> act_backward_cuda(const at::Tensor& grad, con
                                             act.gamma, stream));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+  if (log_scale.has_value() && log_scale->defined()) du.mul_(scale_tensor(*log_scale));
   return {du, db};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(bvae, CUDA, m) {
-  m.impl("gnova", &gnova_impl<bias_act_cuda>);
-  m.impl("gnova_backward", &gnova_backward_impl<act_backward_cuda>);
-  m.impl("bi_conv2d", &bi_conv2d_impl<bias_act_cuda>);
-  m.impl("bi_conv2d_backward", &bi_conv2d_backward_impl<act_backward_cuda>);
-  m.impl("bi_conv2d_reverse", &bi_conv2d_reverse_impl<bias_act_cuda>);
-  m.impl("bi_conv2d_reverse_backward", &bi_conv2d_reverse_backward_impl<act_backward_cuda>);
-  m.impl("bi_linear", &bi_linear_impl<bias_act_cuda>);
-  m.impl("bi_linear_backward", &bi_linear_backward_impl<act_backward_cuda>);
-  m.impl("bi_linear_reverse", &bi_linear_reverse_impl<bias_act_cuda>);
-  m.impl("bi_linear_reverse_backward", &bi_linear_reverse_backward_impl<act_backward_cuda>);
-}
+TORCH_LIBRARY_IMPL(bvae, CUDA, m) { DeviceOps<bias_act_cuda, act_backward_cuda>::register_all(m); }
 
 }  // namespace bvae

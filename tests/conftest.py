@@ -54,11 +54,88 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _clean_backend_state(monkeypatch: pytest.MonkeyPatch):
-    """Each test starts without $BVAE_BACKEND and with the warn-once memory cleared."""
+    """Each test starts without $BVAE_BACKEND, with no cached backend choice and the warn-once memory cleared
+    (a test that sets $BVAE_BACKEND calls set_env_backend, which refreshes the cache)."""
     monkeypatch.delenv("BVAE_BACKEND", raising=False)
-    backends._warn_once.cache_clear()
+    backends.refresh()
     yield
-    backends._warn_once.cache_clear()
+    backends.refresh()
+
+
+def set_env_backend(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """$BVAE_BACKEND = value, read again (the package reads it once)."""
+    monkeypatch.setenv("BVAE_BACKEND", value)
+    backends.refresh()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the backends under test: every fused backend this machine can run, each on its device with its dtypes
+# ----------------------------------------------------------------------------------------------------------
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A fused backend as the op tests run it: where its tensors live and which dtypes it serves there."""
+
+    name: str
+    device: str
+    dtypes: tuple[torch.dtype, ...]
+    float64: bool  # gradcheck-able (float64 kernels)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _backends_under_test() -> list[Backend]:
+    """`bk.available_backends()` minus the reference, narrowed by $BVAE_TEST_BACKENDS (comma-separated).
+
+    The Triton interpreter (TRITON_INTERPRET=1, CPU tensors) cannot run a bfloat16 tl.dot and has no float64
+    kernels: fp32 and fp16 there; on a GPU fp32, fp16 and bf16 for cuda and triton."""
+    wanted = os.environ.get("BVAE_TEST_BACKENDS")
+    out = []
+    for name in bk.available_backends():
+        if name == "torch" or (wanted and name not in wanted.split(",")):
+            continue
+        if name == "cpu":
+            out.append(Backend("cpu", "cpu", (torch.float32, torch.bfloat16), True))
+        elif name == "cuda":
+            out.append(Backend("cuda", "cuda", (torch.float32, torch.float16, torch.bfloat16), True))
+        elif INTERPRET:
+            out.append(Backend("triton", "cpu", (torch.float32, torch.float16), False))
+        else:
+            out.append(Backend("triton", "cuda", (torch.float32, torch.float16, torch.bfloat16), False))
+    return out
+
+
+BACKENDS_UNDER_TEST = _backends_under_test()
+
+
+def backend_dtype_params() -> list:
+    """pytest params (backend, dtype) for every backend under test and each dtype it serves."""
+    return [pytest.param(b, d, id=f"{b.name}-{str(d)[6:]}") for b in BACKENDS_UNDER_TEST for d in b.dtypes]
+
+
+def backend_params(float64: bool = False) -> list:
+    """pytest params of the backends under test (only those with float64 kernels when `float64`)."""
+    return [pytest.param(b, id=b.name) for b in BACKENDS_UNDER_TEST if b.float64 or not float64]
+
+
+def interpreted(backend: Backend) -> bool:
+    """True for the Triton interpreter (slow: the op tests run their `interp` cases there)."""
+    return backend.name == "triton" and backend.device == "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _gpu_numerics(monkeypatch: pytest.MonkeyPatch):
+    """fp32 tolerances assume IEEE fp32 contractions (tf32 off); Triton uses one fixed tile config per family
+    (no autotune benchmarking per shape; a test that wants autotuning deletes the variable itself)."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    monkeypatch.setenv("BVAE_TRITON_FIXED_CONFIG", "1")
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @pytest.fixture(autouse=True)

@@ -24,26 +24,11 @@ def skip_unless_runnable() -> None:
     if not INTERPRET and not HAS_CUDA:
         pytest.skip(
             "Triton kernels need CUDA or TRITON_INTERPRET=1 (run: TRITON_INTERPRET=1 python -m pytest "
-            "tests/test_triton_kernels.py tests/test_triton_ops.py)",
+            "tests/test_triton_kernels.py)",
             allow_module_level=True,
         )
-    import bvae_kernels.triton as bt
+    from bvae_kernels import backends
 
-    if not bt.AVAILABLE:
-        pytest.skip(f"Triton backend unavailable: {bt.UNAVAILABLE_REASON}", allow_module_level=True)
-
-
-@pytest.fixture(autouse=True)
-def _no_tf32():
-    """fp32 tolerances assume tf32 off (DESIGN section 6)."""
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = old
-
-
-@pytest.fixture(autouse=True)
-def _fixed_config(monkeypatch: pytest.MonkeyPatch):
-    """One fixed tile config per kernel family on the GPU (no autotune benchmarking per shape); a test that
-    wants autotuning deletes the variable itself."""
-    monkeypatch.setenv("BVAE_TRITON_FIXED_CONFIG", "1")
+    reason = backends.triton_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"Triton backend unavailable: {reason}", allow_module_level=True)

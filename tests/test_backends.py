@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import cpu_ops, gpu, rel_err
+from conftest import cpu_ops, gpu, rel_err, set_env_backend
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import bvae_kernels as bk
@@ -73,7 +73,7 @@ def test_cuda_backend_on_cpu_names_the_device() -> None:
 
 
 def test_env_torch_forces_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BVAE_BACKEND", "torch")
+    set_env_backend(monkeypatch, "torch")
     torch.manual_seed(1)
     with RecordOps() as rec:
         outs = _run_all_ops()
@@ -86,7 +86,7 @@ def test_env_torch_forces_the_reference(monkeypatch: pytest.MonkeyPatch) -> None
 
 @cpu_ops
 def test_explicit_backend_beats_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BVAE_BACKEND", "torch")
+    set_env_backend(monkeypatch, "torch")
     with RecordOps() as rec:
         _run_all_ops(backend="cpu")
     assert "bvae.bi_conv2d.default" in rec.ops and "bvae.gnova.default" in rec.ops
@@ -94,7 +94,7 @@ def test_explicit_backend_beats_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @cpu_ops
 def test_env_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BVAE_BACKEND", "cpu")
+    set_env_backend(monkeypatch, "cpu")
     with RecordOps() as rec:
         y = bk.bi_conv2d(torch.randn(1, 2, 5, 5), w := torch.randn(3, 2, 3, 3))
     assert "bvae.bi_conv2d.default" in rec.ops
@@ -104,7 +104,7 @@ def test_env_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
 @cpu_ops
 def test_env_fallback_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """$BVAE_BACKEND=cuda on CPU tensors falls back (to cpu) with one RuntimeWarning saying why."""
-    monkeypatch.setenv("BVAE_BACKEND", "cuda")
+    set_env_backend(monkeypatch, "cuda")
     x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
     with pytest.warns(RuntimeWarning, match=r"using backend 'cpu' instead of 'cuda': the cuda backend serves CUDA"):
         with RecordOps() as rec:
@@ -119,7 +119,7 @@ def test_env_fallback_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_env_triton_falls_back_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BVAE_BACKEND", "triton")
+    set_env_backend(monkeypatch, "triton")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
     with pytest.warns(RuntimeWarning, match="instead of 'triton'"):
@@ -155,7 +155,7 @@ def test_import_without_compiled_ops() -> None:
 def test_resolve_backend_traces_fullgraph(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CUDA chain probes the dispatcher (cuda_ops_available), which Dynamo cannot trace: it must not break."""
     torch._dynamo.reset()
-    monkeypatch.setenv("BVAE_BACKEND", "cuda")  # put the cuda probe first in the chain
+    set_env_backend(monkeypatch, "cuda")  # put the cuda probe first in the chain
 
     def f(x: torch.Tensor) -> torch.Tensor:
         return x + len(backends.resolve_backend(None, torch.device("cuda")))
@@ -171,7 +171,7 @@ def test_resolve_backend_traces_fullgraph(monkeypatch: pytest.MonkeyPatch) -> No
 def test_compile_fullgraph_with_env_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     """$BVAE_BACKEND=triton on CPU tensors under fullgraph compile: falls back (warning at trace time), no break."""
     torch._dynamo.reset()
-    monkeypatch.setenv("BVAE_BACKEND", "triton")
+    set_env_backend(monkeypatch, "triton")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
     with pytest.warns(RuntimeWarning, match="instead of 'triton'"):
@@ -193,7 +193,15 @@ def test_compile_bad_backend_is_still_a_value_error() -> None:
 def test_cuda_kernels_registered() -> None:
     """Fails when CUDA is available but the build lost the CUDA kernels (e.g. built without nvcc)."""
     assert torch.cuda.is_available()
-    for name in ("gnova", "bi_conv2d", "bi_conv2d_backward", "bi_conv2d_reverse", "bi_linear", "bi_linear_backward"):
+    for name in (
+        "gnova",
+        "bi_conv2d",
+        "bi_conv2d_fwd",
+        "bi_conv2d_bwd",
+        "bi_conv2d_reverse",
+        "bi_linear",
+        "bi_linear_bwd",
+    ):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"bvae::{name}", "CUDA"), f"no CUDA kernel for {name}"
     assert "cuda" in bk.available_backends()
 

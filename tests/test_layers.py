@@ -11,7 +11,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import bvae
 import bvae_kernels as bk
-from bvae.layers import _ScaleByExp
 
 BACKENDS = [pytest.param("cpu", marks=cpu_ops), "torch"]
 TOL32 = 1e-5
@@ -333,8 +332,10 @@ def test_reverse_scale_state_dicts() -> None:
     assert bvae.BiLinear(4, 2).reverse_log_scale is None
 
 
+@cpu_ops
 def test_reverse_scale_adds_no_saved_activation_and_double_backward() -> None:
-    """The scale saves only z e^s, which the reverse op saves anyway; second derivatives stay right."""
+    """The fused reverse op takes the scale inside (e^s in its epilogue, ds = <dz, z> in its backward): the scaled
+    layer saves exactly what the plain one saves; second derivatives stay right."""
     torch.manual_seed(2)
 
     def saved_storages(layer: nn.Module, z: torch.Tensor) -> set[int]:
@@ -350,15 +351,18 @@ def test_reverse_scale_adds_no_saved_activation_and_double_backward() -> None:
         return ptrs - {layer.weight.untyped_storage().data_ptr()}
 
     z = torch.randn(2, 5, 4, 4, dtype=torch.float64, requires_grad=True)
-    plain = bvae.BiConv2d(3, 5, 3, padding=1, backend="torch", dtype=torch.float64)
-    scaled = bvae.BiConv2d(3, 5, 3, padding=1, backend="torch", dtype=torch.float64, reverse_scale=True)
-    assert len(saved_storages(scaled, z)) == len(saved_storages(plain, z))
+    plain = bvae.BiConv2d(3, 5, 3, padding=1, backend="cpu", dtype=torch.float64)
+    scaled = bvae.BiConv2d(3, 5, 3, padding=1, backend="cpu", dtype=torch.float64, reverse_scale=True)
+    assert len(saved_storages(scaled, z)) == len(saved_storages(plain, z)) == 2  # z and u
     with torch.no_grad():
         scaled.reverse_log_scale.fill_(0.3)
-    s = scaled.reverse_log_scale
 
-    assert torch.autograd.gradcheck(_ScaleByExp.apply, (z, s))
-    assert torch.autograd.gradgradcheck(_ScaleByExp.apply, (z, s))
+    def reverse(z_: torch.Tensor, s_: torch.Tensor) -> torch.Tensor:
+        return bk.bi_conv2d_reverse(z_, scaled.weight, scaled.reverse_bias, padding=1, log_scale=s_, backend="cpu")
+
+    s = scaled.reverse_log_scale
+    assert torch.autograd.gradcheck(reverse, (z, s))
+    assert torch.autograd.gradgradcheck(reverse, (z, s))
 
 
 @cpu_ops

@@ -12,14 +12,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TOL, assert_rel, rel_err
-from conftest_triton import DEVICE, DTYPES, _fixed_config, _no_tf32, skip_unless_runnable  # noqa: F401 - fixture
+from conftest_triton import DEVICE, DTYPES, skip_unless_runnable
 
 skip_unless_runnable()
 
 from bvae_kernels.activation import gnova_grad_reference, gnova_reference  # noqa: E402
-from bvae_kernels.triton import pointwise  # noqa: E402
-from bvae_kernels.triton.conv import conv2d  # noqa: E402
-from bvae_kernels.triton.conv_transpose import conv_transpose2d  # noqa: E402
+from bvae_kernels.triton import gnova, reductions  # noqa: E402
+from bvae_kernels.triton._gemm import PRO_ACT, PRO_ACT_GRAD, PRO_SLOPE  # noqa: E402
+from bvae_kernels.triton.bi_conv2d import conv2d  # noqa: E402
+from bvae_kernels.triton.bi_conv2d_reverse import conv_transpose2d  # noqa: E402
 from bvae_kernels.triton.wgrad import wgrad  # noqa: E402
 
 ACT = (0.1, 1.0, 1.0)
@@ -60,15 +61,20 @@ def test_conv_forward_epilogue(case: tuple, dtype: torch.dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_conv_prologues(dtype: torch.dtype):
-    """PROLOGUE=1 applies a() to the input on load (padding stays 0); PROLOGUE=2 multiplies by a'(aux)."""
+    """PRO_ACT applies a() to the input on load (padding stays 0); PRO_ACT_GRAD multiplies by a'(aux); PRO_SLOPE by
+    alpha."""
     n, ci, co, h, w, k, s, p = 2, 3, 4, 6, 7, 3, 2, 1
     x, aux, weight = rnd((n, ci, h, w), dtype), rnd((n, ci, h, w), dtype), rnd((co, ci, k, k), dtype, 0.5)
-    y, u = conv2d(x, weight, None, (s, s), (p, p), None, prologue=1, prologue_act=ACT, store_u=False)
+    y, u = conv2d(x, weight, None, (s, s), (p, p), None, prologue=PRO_ACT.value, prologue_act=ACT, store_u=False)
     assert u is None
     assert_rel(y, F.conv2d(gnova_reference(d64(x), *ACT), d64(weight), None, s, p), TOL[dtype], "prologue a()")
-    y, _ = conv2d(x, weight, None, (s, s), (p, p), None, prologue=2, aux=aux, prologue_act=ACT2, store_u=False)
+    y, _ = conv2d(
+        x, weight, None, (s, s), (p, p), None, prologue=PRO_ACT_GRAD.value, aux=aux, prologue_act=ACT2, store_u=False
+    )
     ref = F.conv2d(d64(x) * gnova_grad_reference(d64(aux), *ACT2), d64(weight), None, s, p)
     assert_rel(y, ref, TOL[dtype], "prologue a'()")
+    y, _ = conv2d(x, weight, None, (s, s), (p, p), None, prologue=PRO_SLOPE.value, prologue_act=ACT2, store_u=False)
+    assert_rel(y, F.conv2d(d64(x) * ACT2[0], d64(weight), None, s, p), TOL[dtype], "prologue alpha")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -91,26 +97,42 @@ def test_conv_transpose_empty_phase():
     assert_rel(u, u_ref, TOL[torch.float32], "u")
 
 
+# The split cases need enough pixels for several K splits: a split holds a multiple of 64 pixels (the largest
+# BLOCK_K), so 2x12x12 = 288 output pixels give 3 splits where 3 are asked for (126 pixels would give one).
+SPLIT_CASES = [
+    pytest.param(CASES[0], None, True, id="s1p1-auto"),
+    pytest.param((2, 4, 6, 24, 24, 4, 2, 1), 3, True, id="k4s2-24x24-split3-det"),
+    pytest.param((2, 4, 5, 16, 16, 3, 1, 1), 2, False, id="k3s1-16x16-split2-atomic"),
+    pytest.param(CASES[4], 1, True, id="k5s2p2"),
+]
+
+
+def _splits_used(pixels: int, splits: int | None) -> int:
+    """The split count wgrad() ends up with (it rounds a split to whole 64-pixel K blocks)."""
+    if splits is None:
+        return 1
+    cdiv = lambda a, b: (a + b - 1) // b  # noqa: E731
+    per_split = cdiv(cdiv(pixels, splits), 64) * 64
+    return cdiv(pixels, per_split)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize(
-    ("case", "splits", "deterministic"),
-    [(CASES[0], None, True), (CASES[1], 3, True), (CASES[2], 2, False), (CASES[4], 1, True)],
-    ids=["s1p1-auto", "k4s2-split3-det", "s2p0-split2-atomic", "k5s2p2"],
-)
+@pytest.mark.parametrize(("case", "splits", "deterministic"), SPLIT_CASES)
 def test_wgrad_both_directions(case: tuple, splits: int | None, deterministic: bool, dtype: torch.dtype):
     n, ci, co, h, w, k, s, p = case
     x, weight = rnd((n, ci, h, w), dtype), rnd((co, ci, k, k), dtype, 0.5)
     u = F.conv2d(x.float(), weight.float(), None, s, p).to(dtype)
+    if splits and splits > 1:
+        assert _splits_used(u.shape[0] * u.shape[2] * u.shape[3], splits) == splits, "the case must really split"
     g = rnd(tuple(u.shape), dtype)
     du = d64(g) * gnova_grad_reference(d64(u), *ACT)
     w64 = d64(weight).requires_grad_()
     (dw_ref,) = torch.autograd.grad(F.conv2d(d64(x), w64, None, s, p), w64, du)
-    dw = wgrad(
-        x, g, weight, (s, s), (p, p), pro_d=2, d_aux=u, prologue_act=ACT, splits=splits, deterministic=deterministic
-    )
+    kw = {"prologue_act": ACT, "splits": splits, "deterministic": deterministic}
+    dw = wgrad(x, g, weight, (s, s), (p, p), pro_d=PRO_ACT_GRAD.value, d_aux=u, **kw)
     assert dw.dtype == dtype and dw.shape == weight.shape
     assert_rel(dw, dw_ref, TOL[dtype], "dW forward direction")
-    # reverse direction: X = du on the reverse output (x's shape), D = z
+    # reverse direction: X = du on the reverse output (x's shape), D = z; with a reverse scale e^s
     op = (h + 2 * p - k) % s
     z = rnd(tuple(u.shape), dtype)
     u_r = F.conv_transpose2d(z.float(), weight.float(), None, s, p, op).to(dtype)
@@ -118,10 +140,9 @@ def test_wgrad_both_directions(case: tuple, splits: int | None, deterministic: b
     du_r = d64(g_r) * gnova_grad_reference(d64(u_r), *ACT)
     w64 = d64(weight).requires_grad_()
     (dw_r_ref,) = torch.autograd.grad(F.conv_transpose2d(d64(z), w64, None, s, p, op), w64, du_r)
-    dw_r = wgrad(
-        g_r, z, weight, (s, s), (p, p), pro_x=2, x_aux=u_r, prologue_act=ACT, splits=splits, deterministic=deterministic
-    )
-    assert_rel(dw_r, dw_r_ref, TOL[dtype], "dW reverse direction")
+    log_scale = torch.tensor(0.4, device=DEVICE)
+    dw_r = wgrad(g_r, z, weight, (s, s), (p, p), pro_x=PRO_ACT_GRAD.value, x_aux=u_r, log_scale=log_scale, **kw)
+    assert_rel(dw_r, dw_r_ref * torch.exp(torch.tensor(0.4, dtype=torch.float64)), TOL[dtype], "dW reverse direction")
 
 
 def test_wgrad_deterministic_is_bitwise_repeatable():
@@ -147,10 +168,11 @@ def test_wgrad_channels_last_weight():
 def test_bias_grad(dtype: torch.dtype):
     g, u = rnd((3, 5, 7, 6), dtype), rnd((3, 5, 7, 6), dtype, 3.0)
     ref = (d64(g) * gnova_grad_reference(d64(u), *ACT2)).sum((0, 2, 3))
-    assert_rel(pointwise.bias_grad(g, u, *ACT2), ref, TOL[dtype], "db")
+    assert_rel(reductions.bias_grad(g, u, *ACT2), ref, TOL[dtype], "db")
     g2, u2 = rnd((9, 70), dtype), rnd((9, 70), dtype)  # linear rows, > one channel block
     ref2 = (d64(g2) * gnova_grad_reference(d64(u2), *ACT)).sum(0)
-    assert_rel(pointwise.bias_grad(g2, u2, *ACT), ref2, TOL[dtype], "db rows")
+    assert_rel(reductions.bias_grad(g2, u2, *ACT), ref2, TOL[dtype], "db rows")
+    assert_rel(reductions.bias_grad(g, None, 0.5, 0.0, 1.0), d64(g).sum((0, 2, 3)) * 0.5, TOL[dtype], "db slope")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -158,10 +180,10 @@ def test_gnova_pointwise(dtype: torch.dtype):
     u = rnd((4, 3, 5, 7), dtype, 4.0).to(memory_format=torch.channels_last)
     g = rnd((4, 3, 5, 7), dtype)
     for params in (ACT, ACT2, (0.0, 1.0, 1.0), (1.0, 0.0, 1.0)):
-        y = pointwise.gnova_forward(u, *params)
+        y = gnova.gnova_forward(u, *params)
         assert y.stride() == u.stride()
         assert_rel(y, gnova_reference(d64(u), *params), TOL[dtype], f"a(u) {params}")
-        du = pointwise.gnova_backward(g, u, *params)
+        du = gnova.gnova_backward(g, u, *params)
         assert_rel(du, d64(g) * gnova_grad_reference(d64(u), *params), TOL[dtype], f"a'(u) {params}")
 
 
@@ -169,7 +191,7 @@ def test_gnova_extremes():
     """No overflow for |u| > 88, no NaN from +-inf (sigmoid with alpha = 0 included)."""
     u = torch.tensor([-1e4, -100.0, -89.0, 0.0, 89.0, 100.0, 1e4, float("inf"), float("-inf")]).to(DEVICE)
     for params in (ACT, (0.0, 1.0, 1.0)):
-        y = pointwise.gnova_forward(u, *params)
+        y = gnova.gnova_forward(u, *params)
         assert rel_err(y, gnova_reference(d64(u), *params)) <= 1e-6
-        du = pointwise.gnova_backward(torch.ones_like(u), u, *params)
+        du = gnova.gnova_backward(torch.ones_like(u), u, *params)
         assert rel_err(du, gnova_grad_reference(d64(u), *params)) <= 1e-6

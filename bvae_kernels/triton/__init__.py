@@ -1,34 +1,40 @@
 """The "triton" backend: implicit-GEMM bidirectional conv kernels reading one weight buffer.
 
-Exports what bvae_kernels.ops dispatches to: AVAILABLE / UNAVAILABLE_REASON, OPS (name -> autograd-aware
-custom op `bvae::triton_<name>` with the compiled op's signature) and unsupported_reason(name, args).
-Importing this package never needs a GPU; running the kernels needs CUDA tensors, or CPU tensors with
-TRITON_INTERPRET=1 set before this package is imported.
+Importing this package registers the Triton kernels of the `bvae::triton_<op>` ops (bvae_kernels/triton/ops.py)
+for CUDA tensors, and for CPU tensors when TRITON_INTERPRET=1 is set before the import (Triton's interpreter,
+for tests). It needs the triton package and the compiled library (the ops' schemas and autograd), never a GPU.
+bvae_kernels.backends imports it the first time the triton backend is chosen.
+
+Layout, one file per op family: bi_conv2d.py (the forward-direction conv kernel and launcher),
+bi_conv2d_reverse.py (the reverse-direction conv), wgrad.py (the weight gradient of both), gnova.py (elementwise),
+reductions.py (bias gradient, split-K sums), _gemm.py (shared tile code), configs.py (tiles), ops.py (what each
+op runs), aot.py (ahead-of-time compile check).
 """
 
 from __future__ import annotations
 
-AVAILABLE = False
-UNAVAILABLE_REASON = ""
-OPS: dict = {}
+import os
+from importlib.metadata import PackageNotFoundError, version
 
-try:
-    import triton  # noqa: F401
-except Exception as exc:  # noqa: BLE001 - any import failure means the backend is absent
-    UNAVAILABLE_REASON = f"triton is not importable ({type(exc).__name__}: {exc})"
-else:
+from packaging.version import Version
+
+
+def _interpreter_problem() -> str | None:
+    """Triton < 3.8's interpreter fails on numpy >= 2.4 (`int()` of a 0-d array): say so instead of failing later."""
+    if os.environ.get("TRITON_INTERPRET", "0") != "1":
+        return None
     try:
-        from .ops import OPS, unsupported_reason  # noqa: F811
-
-        AVAILABLE = True
-    except Exception as exc:  # noqa: BLE001 - report, do not break `import bvae_kernels`
-        UNAVAILABLE_REASON = f"the Triton kernels failed to load ({type(exc).__name__}: {exc})"
-
-if not AVAILABLE:
-
-    def unsupported_reason(name: str, args: tuple) -> str | None:  # noqa: F811
-        """Every case is unsupported when the backend is absent."""
-        return UNAVAILABLE_REASON
+        triton_version, numpy_version = Version(version("triton")), Version(version("numpy"))
+    except PackageNotFoundError:
+        return None
+    if triton_version < Version("3.8") and numpy_version >= Version("2.4"):
+        return f"Triton {triton_version}'s interpreter needs numpy < 2.4 (found {numpy_version})"
+    return None
 
 
-__all__ = ["AVAILABLE", "OPS", "UNAVAILABLE_REASON", "unsupported_reason"]
+UNAVAILABLE_REASON: str | None = _interpreter_problem()
+
+if UNAVAILABLE_REASON is None:
+    from . import ops
+
+    ops.register()

@@ -78,7 +78,8 @@ def quick_jobs(arch: int) -> list[Job]:
 
 def jobs_for_arch(arch: int) -> list[Job]:
     """Representative specializations of every kernel at the arch's first (largest) tile config."""
-    from . import conv, conv_transpose, pointwise, wgrad
+    from . import bi_conv2d, bi_conv2d_reverse, gnova, reductions, wgrad
+    from ._gemm import PRO_ACT_GRAD, PRO_NONE
 
     gemm = (
         {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}
@@ -87,16 +88,17 @@ def jobs_for_arch(arch: int) -> list[Job]:
     )
     warps = 8 if arch >= 90 else 4
     wg = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}
-    common = {"HAS_BIAS": True, "APPLY_ACT": True, "STORE_U": True, "ALLOW_TF32": False}
+    pro_none, pro_grad = PRO_NONE.value, PRO_ACT_GRAD.value
+    common = {"HAS_SCALE": False, "HAS_BIAS": True, "APPLY_ACT": True, "STORE_U": True, "ALLOW_TF32": False}
     jobs: list[Job] = []
     for dtype in ("fp16", "bf16", "fp32"):
         tf32 = {"ALLOW_TF32": dtype == "fp32"}
         jobs.append(
             Job(
                 "conv2d fwd k4s2",
-                conv.conv2d_kernel,
+                bi_conv2d._bi_conv2d_fwd_kernel,
                 dtype,
-                {**common, **tf32, **gemm, "KH": 4, "KW": 4, "SH": 2, "SW": 2, "PROLOGUE": 0},
+                {**common, **tf32, **gemm, "KH": 4, "KW": 4, "SH": 2, "SW": 2, "PROLOGUE": pro_none},
                 warps,
                 3,
                 gemm=True,
@@ -105,20 +107,31 @@ def jobs_for_arch(arch: int) -> list[Job]:
         jobs.append(
             Job(
                 "conv_transpose2d rev k4s2",
-                conv_transpose.conv_transpose2d_kernel,
+                bi_conv2d_reverse._bi_conv2d_reverse_fwd_kernel,
                 dtype,
-                {**common, **tf32, **gemm, "KH": 4, "KW": 4, "SH": 2, "SW": 2, "PROLOGUE": 0},
+                {**common, **tf32, **gemm, "KH": 4, "KW": 4, "SH": 2, "SW": 2, "PROLOGUE": pro_none, "HAS_SCALE": True},
                 warps,
                 3,
                 gemm=True,
+                fp32_ptrs=("scale_ptr",),
             )
         )
         jobs.append(
             Job(
                 "wgrad fwd-dir k4s2",
-                wgrad.wgrad_kernel,
+                wgrad._conv_wgrad_kernel,
                 dtype,
-                {**wg, **tf32, "KH": 4, "KW": 4, "SH": 2, "SW": 2, "PRO_X": 0, "PRO_D": 2, "ATOMIC": False},
+                {
+                    **wg,
+                    **tf32,
+                    "KH": 4,
+                    "KW": 4,
+                    "SH": 2,
+                    "SW": 2,
+                    "PRO_X": pro_none,
+                    "PRO_D": pro_grad,
+                    "ATOMIC": False,
+                },
                 4,
                 3,
                 gemm=True,
@@ -126,24 +139,25 @@ def jobs_for_arch(arch: int) -> list[Job]:
             )
         )
     # backward-only specializations (fp16): dgrad with the a'(u) prologue, reverse-direction wgrad, atomics
-    no_epi = {"HAS_BIAS": False, "APPLY_ACT": False, "STORE_U": False, "ALLOW_TF32": False}
+    no_epi = {"HAS_SCALE": False, "HAS_BIAS": False, "APPLY_ACT": False, "STORE_U": False, "ALLOW_TF32": False}
     jobs.append(
         Job(
             "conv2d dgrad-rev k3s1",
-            conv.conv2d_kernel,
+            bi_conv2d._bi_conv2d_fwd_kernel,
             "fp16",
-            {**no_epi, **gemm, "KH": 3, "KW": 3, "SH": 1, "SW": 1, "PROLOGUE": 2},
+            {**no_epi, **gemm, "KH": 3, "KW": 3, "SH": 1, "SW": 1, "PROLOGUE": pro_grad, "HAS_SCALE": True},
             warps,
             3,
             gemm=True,
+            fp32_ptrs=("scale_ptr",),
         )
     )
     jobs.append(
         Job(
             "conv_transpose2d dgrad-fwd k3s2",
-            conv_transpose.conv_transpose2d_kernel,
+            bi_conv2d_reverse._bi_conv2d_reverse_fwd_kernel,
             "fp16",
-            {**no_epi, **gemm, "KH": 3, "KW": 3, "SH": 2, "SW": 2, "PROLOGUE": 2},
+            {**no_epi, **gemm, "KH": 3, "KW": 3, "SH": 2, "SW": 2, "PROLOGUE": pro_grad},
             warps,
             3,
             gemm=True,
@@ -152,9 +166,19 @@ def jobs_for_arch(arch: int) -> list[Job]:
     jobs.append(
         Job(
             "wgrad rev-dir atomic k3s2",
-            wgrad.wgrad_kernel,
+            wgrad._conv_wgrad_kernel,
             "fp16",
-            {**wg, "ALLOW_TF32": False, "KH": 3, "KW": 3, "SH": 2, "SW": 2, "PRO_X": 2, "PRO_D": 0, "ATOMIC": True},
+            {
+                **wg,
+                "ALLOW_TF32": False,
+                "KH": 3,
+                "KW": 3,
+                "SH": 2,
+                "SW": 2,
+                "PRO_X": pro_grad,
+                "PRO_D": pro_none,
+                "ATOMIC": True,
+            },
             4,
             3,
             gemm=True,
@@ -162,12 +186,26 @@ def jobs_for_arch(arch: int) -> list[Job]:
         )
     )
     for dtype in ("fp16", "bf16", "fp32"):
-        jobs.append(Job("gnova fwd", pointwise.gnova_fwd_kernel, dtype, {"BLOCK": 1024}))
-        jobs.append(Job("gnova bwd", pointwise.gnova_bwd_kernel, dtype, {"BLOCK": 1024}))
+        jobs.append(Job("gnova fwd", gnova._gnova_fwd_kernel, dtype, {"BLOCK": 1024}))
+        jobs.append(Job("gnova bwd", gnova._gnova_bwd_kernel, dtype, {"BLOCK": 1024}))
         jobs.append(
-            Job("bias_grad", pointwise.bias_grad_kernel, dtype, {"BLOCK_P": 64, "BLOCK_C": 64}, fp32_ptrs=("ws_ptr",))
+            Job(
+                "bias_grad",
+                reductions._bias_grad_kernel,
+                dtype,
+                {"HAS_U": True, "BLOCK_P": 64, "BLOCK_C": 64},
+                fp32_ptrs=("ws_ptr",),
+            )
         )
-        jobs.append(Job("reduce_splits", pointwise.reduce_splits_kernel, dtype, {"BLOCK": 1024}, fp32_ptrs=("ws_ptr",)))
+        jobs.append(
+            Job(
+                "reduce_splits",
+                reductions._reduce_splits_kernel,
+                dtype,
+                {"HAS_SCALE": True, "BLOCK": 1024},
+                fp32_ptrs=("ws_ptr", "scale_ptr"),
+            )
+        )
     for job in jobs:
         for name, value in _constexpr_defaults(job.fn).items():
             job.constexprs.setdefault(name, value)

@@ -110,7 +110,12 @@ def pointwise_block() -> int:
 
 
 def num_sms() -> int:
-    """Streaming multiprocessors of the current GPU (a small number under the interpreter)."""
+    """Streaming multiprocessors of the current GPU (a small number under the interpreter); cached per device."""
     if interpreting() or not torch.cuda.is_available():
         return 4
-    return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    return _sm_count(torch.cuda.current_device())
+
+
+@functools.cache
+def _sm_count(device: int) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count

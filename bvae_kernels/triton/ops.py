@@ -1,267 +1,328 @@
-"""The Triton backend as torch.library custom ops `bvae::triton_<name>`, with the compiled ops' schemas.
+# ruff: noqa: ANN001, ANN202 - the kernels take the op schemas' arguments (their types are the schemas')
+"""What the `bvae::triton_<op>` ops run: the Triton kernels behind each op's schema (csrc/bvae_ops.cpp).
 
-Each op is opaque to torch.compile (the fake kernels are the ones the compiled ops use, from
-bvae_kernels.ops), and its autograd is `register_bi_autograd` with a `bvae::triton_<name>_backward` op, so
-the Triton ops behave exactly like torch.ops.bvae.*. What a layer saves for backward: its input, the
-weight and the pre-activation u; the backward recomputes a'(u) on load inside the dgrad, wgrad and
-bias-gradient kernels, so du = g * a'(u) is never written to memory.
+Autograd (csrc/autograd.cpp) and the fakes (bvae_kernels/_library.py) are shared with the compiled ops; this
+module only registers kernels, for CUDA tensors (and for CPU tensors when TRITON_INTERPRET=1 is set before
+import, which runs them in Triton's interpreter). Each kernel validates its arguments with the same checks as
+the compiled ops, then hands a case the Triton kernels cannot serve (float64, more than MAX_TAPS taps, int32
+index overflow, a bf16 matmul in the interpreter) to the compiled op of the same name, warning once.
 
-Linear layers are 1x1 convolutions on [M, C, 1, 1] views: the same kernels, the same epilogues.
+What the forward saves is the input, the weight and the pre-activation u; the backward recomputes a'(u) on load
+inside the dgrad, wgrad and bias-gradient kernels, so du = g * a'(u) is never written to memory. Linear layers are
+1x1 convolutions on [M, C, 1, 1] views: the same kernels, the same epilogues.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from ..ops import (
-    BI_OPS,
-    FAKES,
-    channels_last_output,
-    conv_transpose_output_size,
-    fake_bi_backward,
-    reference_op,
-    register_bi_autograd,
+from .._library import (
+    check_bi_conv2d,
+    check_bi_conv2d_reverse,
+    check_bi_linear,
+    check_gnova,
+    memory_format_of,
+    warn_once,
 )
+from ._gemm import PRO_ACT_GRAD, grad_prologue
+from .bi_conv2d import conv2d
+from .bi_conv2d_reverse import conv_transpose2d
 from .configs import interpreting
-from .conv import conv2d
-from .conv_transpose import conv_transpose2d
-from .pointwise import as_nchw, bias_grad, gnova_backward, gnova_forward
+from .gnova import gnova_backward, gnova_forward
+from .reductions import as_nchw, bias_grad
 from .wgrad import wgrad
 
-MAX_TAPS = 64  # taps are unrolled at compile time: larger kernels go to the cuda backend
-
-_SCHEMAS = {
-    "bi_conv2d": "(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, float alpha, float beta, "
-    "float gamma) -> (Tensor, Tensor)",
-    "bi_conv2d_backward": "(Tensor grad, Tensor x, Tensor weight, Tensor u, int[2] stride, int[2] padding, "
-    "float alpha, float beta, float gamma, bool[3] output_mask) -> (Tensor?, Tensor?, Tensor?)",
-    "bi_conv2d_reverse": "(Tensor z, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "
-    "int[2] output_padding, float alpha, float beta, float gamma) -> (Tensor, Tensor)",
-    "bi_conv2d_reverse_backward": "(Tensor grad, Tensor z, Tensor weight, Tensor u, int[2] stride, "
-    "int[2] padding, int[2] output_padding, float alpha, float beta, float gamma, bool[3] output_mask) "
-    "-> (Tensor?, Tensor?, Tensor?)",
-    "bi_linear": "(Tensor x, Tensor weight, Tensor? bias, float alpha, float beta, float gamma) -> (Tensor, Tensor)",
-    "bi_linear_backward": "(Tensor grad, Tensor x, Tensor weight, Tensor u, float alpha, float beta, "
-    "float gamma, bool[3] output_mask) -> (Tensor?, Tensor?, Tensor?)",
-    "bi_linear_reverse": "(Tensor z, Tensor weight, Tensor? bias, float alpha, float beta, float gamma) "
-    "-> (Tensor, Tensor)",
-    "bi_linear_reverse_backward": "(Tensor grad, Tensor z, Tensor weight, Tensor u, float alpha, float beta, "
-    "float gamma, bool[3] output_mask) -> (Tensor?, Tensor?, Tensor?)",
-    "gnova": "(Tensor u, float alpha, float beta, float gamma) -> Tensor",
-    "gnova_backward": "(Tensor grad, Tensor u, float alpha, float beta, float gamma) -> Tensor",
-}
-
-
-def _fmt(t: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if channels_last_output(t) else torch.contiguous_format
-
-
-def _like(result: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """result with the strides torch.empty_like(ref) has (what the fake kernels promise)."""
-    target = torch.empty_like(ref)
-    return result if result.stride() == target.stride() else target.copy_(result)
+MAX_TAPS = 64  # taps are unrolled at compile time: larger kernels go to the compiled op
+_INT32 = 2**31
+Act = tuple[float, float, float]
 
 
 # ----------------------------------------------------------------------------------------------------------
-# implementations
+# what the kernels cannot serve, and the hand-over to the compiled op
 # ----------------------------------------------------------------------------------------------------------
-def _bi_conv2d(x, weight, bias, stride, padding, alpha, beta, gamma):  # noqa: ANN001, ANN202
-    return conv2d(x, weight, bias, tuple(stride), tuple(padding), (alpha, beta, gamma), out_format=_fmt(x))
+def unsupported_reason(inp: torch.Tensor, matmul: bool = True, weight: torch.Tensor | None = None) -> str | None:
+    """Why the Triton kernels cannot serve a call on `inp` (None when they can)."""
+    if inp.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        return f"the Triton kernels support float16, bfloat16 and float32, not {inp.dtype}"
+    if inp.device.type == "cpu" and matmul and inp.dtype == torch.bfloat16:
+        return "the Triton interpreter cannot run a bfloat16 tl.dot"
+    if inp.dim() > 0 and max(inp.numel() // max(inp.shape[0], 1), inp.numel() // max(inp.shape[-1], 1)) >= _INT32:
+        return "a sample (or the row count) reaches 2**31 elements: the kernels index inside a sample with int32"
+    if weight is not None and weight.dim() == 4 and weight.shape[2] * weight.shape[3] > MAX_TAPS:
+        return f"kernel {tuple(weight.shape[2:])} has more than {MAX_TAPS} taps (unrolled at compile time)"
+    return None
 
 
-def _bi_conv2d_backward(grad, x, weight, u, stride, padding, alpha, beta, gamma, output_mask):  # noqa: ANN001, ANN202
-    act = (alpha, beta, gamma)
-    stride, padding = tuple(stride), tuple(padding)
-    dx = dw = db = None
-    if output_mask[0]:
-        dx, _ = conv_transpose2d(
-            grad,
-            weight,
-            None,
-            stride,
-            padding,
-            tuple(x.shape[2:]),
-            None,
-            prologue=2,
-            aux=u,
-            prologue_act=act,
-            store_u=False,
-            out_format=_fmt(x),
+def _conv_unsupported(inp: torch.Tensor, weight: torch.Tensor, out_hw: list[int]) -> str | None:
+    reason = unsupported_reason(inp, weight=weight)
+    if reason is None and inp.shape[0] * out_hw[0] * out_hw[1] >= _INT32:
+        reason = "N*H*W output pixels reach 2**31: the kernels index pixels with int32"
+    return reason
+
+
+def _compiled(name: str, reason: str, device_type: str) -> Callable:
+    """The compiled op that serves a case the Triton kernels cannot (warning once), or a clear error."""
+    if not torch._C._dispatch_has_kernel_for_dispatch_key(f"bvae::{name}", device_type.upper()):
+        raise NotImplementedError(
+            f"triton_{name}: {reason}, and bvae_kernels._C has no {device_type} kernel to hand the case to; "
+            "use backend='torch'"
         )
-        dx = _like(dx, x)
-    if output_mask[1]:
-        dw = wgrad(x, grad, weight, stride, padding, pro_d=2, d_aux=u, prologue_act=act)
-    if output_mask[2]:
-        db = bias_grad(grad, u, *act)
-    return dx, dw, db
+    warn_once(f"bvae_kernels: backend 'triton' hands {name} to the compiled op: {reason}")
+    return getattr(torch.ops.bvae, name).default
 
 
-def _bi_conv2d_reverse(z, weight, bias, stride, padding, output_padding, alpha, beta, gamma):  # noqa: ANN001, ANN202
-    out_hw = tuple(
-        conv_transpose_output_size(z.shape[2 + i], weight.shape[2 + i], stride[i], padding[i], output_padding[i])
-        for i in (0, 1)
-    )
+def _log_scale_grad(d_inp: torch.Tensor, inp: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """ds for u = e^s T(z) + b: <dz, z> in fp32 (csrc: log_scale_grad)."""
+    acc = torch.float64 if inp.dtype == torch.float64 else torch.float32
+    return (d_inp.to(acc) * inp.to(acc)).sum().to(log_scale.dtype).reshape(log_scale.shape)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# gnova
+# ----------------------------------------------------------------------------------------------------------
+def _gnova(u, alpha, beta, gamma):
+    check_gnova(u)
+    if reason := unsupported_reason(u, matmul=False):
+        return _compiled("gnova", reason, u.device.type)(u, alpha, beta, gamma)
+    return gnova_forward(u, alpha, beta, gamma)
+
+
+def _gnova_bwd(grad, u, alpha, beta, gamma):
+    check_gnova(u)
+    if reason := unsupported_reason(u, matmul=False):
+        return _compiled("gnova_bwd", reason, u.device.type)(grad, u, alpha, beta, gamma)
+    return gnova_backward(grad, u, alpha, beta, gamma)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the conv layers: both directions' forwards, and one backward for both
+# ----------------------------------------------------------------------------------------------------------
+def conv_backward(
+    grad: torch.Tensor,
+    inp: torch.Tensor,
+    weight: torch.Tensor,
+    u: torch.Tensor | None,
+    log_scale: torch.Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    transposed: bool,
+    act: Act,
+    mask: list[bool],
+) -> tuple[torch.Tensor | None, ...]:
+    """Gradients (d_inp, dW, db, ds) of a layer u = [e^s] T(inp, W) + b, y = a(u), where T is the forward-direction
+    conv (transposed False) or the reverse-direction one (True). du = grad * a'(u) is applied on load."""
+    pro = grad_prologue(u, act)
+    aux = u if pro == PRO_ACT_GRAD.value else None
+    scale_grad = mask[3] and log_scale is not None
+    d_inp = dw = db = ds = None
+    if mask[0] or scale_grad:
+        common = dict(prologue=pro, aux=aux, prologue_act=act, store_u=False, out_format=memory_format_of(inp))
+        if transposed:  # d_inp = e^s * conv2d(du, W): the forward-direction contraction
+            d_inp, _ = conv2d(grad, weight, None, stride, padding, None, log_scale=log_scale, **common)
+        else:  # d_inp = conv_transpose2d(du, W): the reverse-direction contraction
+            d_inp, _ = conv_transpose2d(grad, weight, None, stride, padding, tuple(inp.shape[2:]), None, **common)
+    if mask[1]:
+        fmt = memory_format_of(weight)
+        if transposed:
+            dw = wgrad(
+                grad,
+                inp,
+                weight,
+                stride,
+                padding,
+                pro_x=pro,
+                x_aux=aux,
+                prologue_act=act,
+                log_scale=log_scale,
+                out_format=fmt,
+            )
+        else:
+            dw = wgrad(inp, grad, weight, stride, padding, pro_d=pro, d_aux=aux, prologue_act=act, out_format=fmt)
+    if mask[2]:
+        db = bias_grad(grad, aux, *act)
+    if scale_grad:
+        ds = _log_scale_grad(d_inp, inp, log_scale)
+    return d_inp if mask[0] else None, dw, db, ds
+
+
+def _bi_conv2d_fwd(x, weight, bias, stride, padding, alpha, beta, gamma):
+    out = check_bi_conv2d(x, weight, bias, stride, padding)
+    if reason := _conv_unsupported(x, weight, out):
+        return _compiled("bi_conv2d_fwd", reason, x.device.type)(x, weight, bias, stride, padding, alpha, beta, gamma)
+    return conv2d(x, weight, bias, stride, padding, (alpha, beta, gamma), out_format=memory_format_of(x))
+
+
+def _bi_conv2d(x, weight, bias, stride, padding, alpha, beta, gamma):
+    out = check_bi_conv2d(x, weight, bias, stride, padding)
+    if reason := _conv_unsupported(x, weight, out):
+        return _compiled("bi_conv2d", reason, x.device.type)(x, weight, bias, stride, padding, alpha, beta, gamma)
+    act = (alpha, beta, gamma)
+    return conv2d(x, weight, bias, stride, padding, act, store_u=False, out_format=memory_format_of(x))[0]
+
+
+def _bi_conv2d_bwd(grad, x, weight, u, stride, padding, alpha, beta, gamma, output_mask):
+    out = check_bi_conv2d(x, weight, None, stride, padding)
+    if reason := _conv_unsupported(x, weight, out):
+        op = _compiled("bi_conv2d_bwd", reason, x.device.type)
+        return op(grad, x, weight, u, stride, padding, alpha, beta, gamma, output_mask)
+    mask = [*output_mask, False]
+    return conv_backward(grad, x, weight, u, None, stride, padding, False, (alpha, beta, gamma), mask)[:3]
+
+
+def _reverse_out(z, weight, bias, log_scale, stride, padding, output_padding):
+    out = check_bi_conv2d_reverse(z, weight, bias, log_scale, stride, padding, output_padding)
+    return tuple(out), _conv_unsupported(z, weight, out)
+
+
+def _bi_conv2d_reverse_fwd(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma):
+    out_hw, reason = _reverse_out(z, weight, bias, log_scale, stride, padding, output_padding)
+    if reason:
+        op = _compiled("bi_conv2d_reverse_fwd", reason, z.device.type)
+        return op(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma)
+    act = (alpha, beta, gamma)
     return conv_transpose2d(
-        z, weight, bias, tuple(stride), tuple(padding), out_hw, (alpha, beta, gamma), out_format=_fmt(z)
+        z, weight, bias, stride, padding, out_hw, act, log_scale=log_scale, out_format=memory_format_of(z)
     )
 
 
-def _bi_conv2d_reverse_backward(grad, z, weight, u, stride, padding, output_padding, alpha, beta, gamma, output_mask):  # noqa: ANN001, ANN202
+def _bi_conv2d_reverse(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma):
+    out_hw, reason = _reverse_out(z, weight, bias, log_scale, stride, padding, output_padding)
+    if reason:
+        op = _compiled("bi_conv2d_reverse", reason, z.device.type)
+        return op(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma)
     act = (alpha, beta, gamma)
-    stride, padding = tuple(stride), tuple(padding)
-    dz = dw = db = None
-    if output_mask[0]:
-        dz, _ = conv2d(
-            grad,
-            weight,
-            None,
-            stride,
-            padding,
-            None,
-            prologue=2,
-            aux=u,
-            prologue_act=act,
-            store_u=False,
-            out_format=_fmt(z),
-        )
-        dz = _like(dz, z)
-    if output_mask[1]:
-        dw = wgrad(grad, z, weight, stride, padding, pro_x=2, x_aux=u, prologue_act=act)
-    if output_mask[2]:
-        db = bias_grad(grad, u, *act)
-    return dz, dw, db
+    fmt = memory_format_of(z)
+    return conv_transpose2d(
+        z, weight, bias, stride, padding, out_hw, act, log_scale=log_scale, store_u=False, out_format=fmt
+    )[0]
 
 
+def _bi_conv2d_reverse_bwd(
+    grad,
+    z,
+    weight,
+    u,
+    log_scale,
+    stride,
+    padding,
+    output_padding,
+    alpha,
+    beta,
+    gamma,
+    output_mask,
+):
+    _, reason = _reverse_out(z, weight, None, log_scale, stride, padding, output_padding)
+    if reason:
+        op = _compiled("bi_conv2d_reverse_bwd", reason, z.device.type)
+        return op(grad, z, weight, u, log_scale, stride, padding, output_padding, alpha, beta, gamma, output_mask)
+    return conv_backward(grad, z, weight, u, log_scale, stride, padding, True, (alpha, beta, gamma), output_mask)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the dense layers: 1x1 convolutions on [M, C, 1, 1] views
+# ----------------------------------------------------------------------------------------------------------
 def _rows(t: torch.Tensor) -> torch.Tensor:
     """[*, C] -> [M, C, 1, 1] (a view when possible)."""
     return as_nchw(t.reshape(-1, t.shape[-1]))
 
 
-def _w4(weight: torch.Tensor) -> torch.Tensor:
-    return weight[:, :, None, None]
+def _linear_forward(inp, weight, bias, log_scale, act, reverse, store_u):
+    w4 = weight[:, :, None, None]
+    if reverse:
+        y, u = conv_transpose2d(_rows(inp), w4, bias, (1, 1), (0, 0), (1, 1), act, log_scale=log_scale, store_u=store_u)
+    else:
+        y, u = conv2d(_rows(inp), w4, bias, (1, 1), (0, 0), act, store_u=store_u)
+    shape = (*inp.shape[:-1], weight.shape[0 if not reverse else 1])
+    return y.view(shape), (u.view(shape) if u is not None else None)
 
 
-def _bi_linear(x, weight, bias, alpha, beta, gamma):  # noqa: ANN001, ANN202
-    y, u = conv2d(_rows(x), _w4(weight), bias, (1, 1), (0, 0), (alpha, beta, gamma))
-    shape = (*x.shape[:-1], weight.shape[0])
-    return y.view(shape), u.view(shape)
+def _linear_backward(grad, inp, weight, u, log_scale, act, reverse, mask):
+    u4 = _rows(u) if u is not None else None
+    d_inp, dw, db, ds = conv_backward(
+        _rows(grad), _rows(inp), weight[:, :, None, None], u4, log_scale, (1, 1), (0, 0), reverse, act, mask
+    )
+    return (
+        d_inp.view(inp.shape) if d_inp is not None else None,
+        dw[:, :, 0, 0] if dw is not None else None,
+        db,
+        ds,
+    )
 
 
-def _bi_linear_reverse(z, weight, bias, alpha, beta, gamma):  # noqa: ANN001, ANN202
-    y, u = conv_transpose2d(_rows(z), _w4(weight), bias, (1, 1), (0, 0), (1, 1), (alpha, beta, gamma))
-    shape = (*z.shape[:-1], weight.shape[1])
-    return y.view(shape), u.view(shape)
+def _linear_case(name, inp, label, weight, bias, log_scale, reverse):
+    check_bi_linear(name, inp, label, weight, bias, log_scale, reverse)
+    return unsupported_reason(inp)
 
 
-def _bi_linear_backward(grad, x, weight, u, alpha, beta, gamma, output_mask):  # noqa: ANN001, ANN202
-    act = (alpha, beta, gamma)
-    g4, u4, x4, w4 = _rows(grad), _rows(u), _rows(x), _w4(weight)
-    dx = dw = db = None
-    if output_mask[0]:
-        dx, _ = conv_transpose2d(
-            g4, w4, None, (1, 1), (0, 0), (1, 1), None, prologue=2, aux=u4, prologue_act=act, store_u=False
-        )
-        dx = _like(dx.view(x.shape), x)
-    if output_mask[1]:
-        dw = wgrad(x4, g4, w4, (1, 1), (0, 0), pro_d=2, d_aux=u4, prologue_act=act)[:, :, 0, 0]
-    if output_mask[2]:
-        db = bias_grad(grad.reshape(-1, grad.shape[-1]), u.reshape(-1, u.shape[-1]), *act)
-    return dx, dw, db
+def _bi_linear(x, weight, bias, alpha, beta, gamma):
+    if reason := _linear_case("bi_linear", x, "x", weight, bias, None, False):
+        return _compiled("bi_linear", reason, x.device.type)(x, weight, bias, alpha, beta, gamma)
+    return _linear_forward(x, weight, bias, None, (alpha, beta, gamma), False, False)[0]
 
 
-def _bi_linear_reverse_backward(grad, z, weight, u, alpha, beta, gamma, output_mask):  # noqa: ANN001, ANN202
-    act = (alpha, beta, gamma)
-    g4, u4, z4, w4 = _rows(grad), _rows(u), _rows(z), _w4(weight)
-    dz = dw = db = None
-    if output_mask[0]:
-        dz, _ = conv2d(g4, w4, None, (1, 1), (0, 0), None, prologue=2, aux=u4, prologue_act=act, store_u=False)
-        dz = _like(dz.view(z.shape), z)
-    if output_mask[1]:
-        dw = wgrad(g4, z4, w4, (1, 1), (0, 0), pro_x=2, x_aux=u4, prologue_act=act)[:, :, 0, 0]
-    if output_mask[2]:
-        db = bias_grad(grad.reshape(-1, grad.shape[-1]), u.reshape(-1, u.shape[-1]), *act)
-    return dz, dw, db
+def _bi_linear_fwd(x, weight, bias, alpha, beta, gamma):
+    if reason := _linear_case("bi_linear", x, "x", weight, bias, None, False):
+        return _compiled("bi_linear_fwd", reason, x.device.type)(x, weight, bias, alpha, beta, gamma)
+    return _linear_forward(x, weight, bias, None, (alpha, beta, gamma), False, True)
 
 
-def _gnova(u, alpha, beta, gamma):  # noqa: ANN001, ANN202
-    return gnova_forward(u, alpha, beta, gamma)
+def _bi_linear_bwd(grad, x, weight, u, alpha, beta, gamma, output_mask):
+    if reason := _linear_case("bi_linear_bwd", x, "x", weight, None, None, False):
+        return _compiled("bi_linear_bwd", reason, x.device.type)(grad, x, weight, u, alpha, beta, gamma, output_mask)
+    return _linear_backward(grad, x, weight, u, None, (alpha, beta, gamma), False, [*output_mask, False])[:3]
 
 
-def _gnova_backward(grad, u, alpha, beta, gamma):  # noqa: ANN001, ANN202
-    return gnova_backward(grad, u, alpha, beta, gamma)
+def _bi_linear_reverse(z, weight, bias, log_scale, alpha, beta, gamma):
+    if reason := _linear_case("bi_linear_reverse", z, "z", weight, bias, log_scale, True):
+        return _compiled("bi_linear_reverse", reason, z.device.type)(z, weight, bias, log_scale, alpha, beta, gamma)
+    return _linear_forward(z, weight, bias, log_scale, (alpha, beta, gamma), True, False)[0]
 
 
-_IMPLS = {
-    "bi_conv2d": _bi_conv2d,
-    "bi_conv2d_backward": _bi_conv2d_backward,
-    "bi_conv2d_reverse": _bi_conv2d_reverse,
-    "bi_conv2d_reverse_backward": _bi_conv2d_reverse_backward,
-    "bi_linear": _bi_linear,
-    "bi_linear_backward": _bi_linear_backward,
-    "bi_linear_reverse": _bi_linear_reverse,
-    "bi_linear_reverse_backward": _bi_linear_reverse_backward,
-    "gnova": _gnova,
-    "gnova_backward": _gnova_backward,
-}
+def _bi_linear_reverse_fwd(z, weight, bias, log_scale, alpha, beta, gamma):
+    if reason := _linear_case("bi_linear_reverse", z, "z", weight, bias, log_scale, True):
+        op = _compiled("bi_linear_reverse_fwd", reason, z.device.type)
+        return op(z, weight, bias, log_scale, alpha, beta, gamma)
+    return _linear_forward(z, weight, bias, log_scale, (alpha, beta, gamma), True, True)
+
+
+def _bi_linear_reverse_bwd(grad, z, weight, u, log_scale, alpha, beta, gamma, output_mask):
+    if reason := _linear_case("bi_linear_reverse_bwd", z, "z", weight, None, log_scale, True):
+        op = _compiled("bi_linear_reverse_bwd", reason, z.device.type)
+        return op(grad, z, weight, u, log_scale, alpha, beta, gamma, output_mask)
+    return _linear_backward(grad, z, weight, u, log_scale, (alpha, beta, gamma), True, output_mask)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # registration
 # ----------------------------------------------------------------------------------------------------------
-def _register() -> dict:
-    ops = {}
-    for name, impl in _IMPLS.items():
-        ops[name] = torch.library.custom_op(f"bvae::triton_{name}", impl, mutates_args=(), schema=_SCHEMAS[name])
-    for name in BI_OPS:
-        ops[name].register_fake(FAKES[name])
-        ops[f"{name}_backward"].register_fake(fake_bi_backward)
-        register_bi_autograd(f"bvae::triton_{name}", ops[f"{name}_backward"], reference_op(name))
+KERNELS: dict[str, Callable] = {
+    "gnova": _gnova,
+    "gnova_bwd": _gnova_bwd,
+    "bi_conv2d": _bi_conv2d,
+    "bi_conv2d_fwd": _bi_conv2d_fwd,
+    "bi_conv2d_bwd": _bi_conv2d_bwd,
+    "bi_conv2d_reverse": _bi_conv2d_reverse,
+    "bi_conv2d_reverse_fwd": _bi_conv2d_reverse_fwd,
+    "bi_conv2d_reverse_bwd": _bi_conv2d_reverse_bwd,
+    "bi_linear": _bi_linear,
+    "bi_linear_fwd": _bi_linear_fwd,
+    "bi_linear_bwd": _bi_linear_bwd,
+    "bi_linear_reverse": _bi_linear_reverse,
+    "bi_linear_reverse_fwd": _bi_linear_reverse_fwd,
+    "bi_linear_reverse_bwd": _bi_linear_reverse_bwd,
+}
 
-    ops["gnova"].register_fake(lambda u, alpha, beta, gamma: torch.empty_like(u))
-    ops["gnova_backward"].register_fake(lambda grad, u, alpha, beta, gamma: torch.empty_like(u))
-
-    def gnova_setup(ctx, inputs, output):  # noqa: ANN001, ANN202
-        ctx.params = inputs[1:]
-        ctx.save_for_backward(inputs[0])
-
-    def gnova_bwd(ctx, grad):  # noqa: ANN001, ANN202
-        (u,) = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph: differentiate the reference formula
-            from ..activation import gnova_grad_reference
-
-            return grad * gnova_grad_reference(u, *ctx.params), None, None, None
-        return ops["gnova_backward"](grad, u, *ctx.params), None, None, None
-
-    ops["gnova"].register_autograd(gnova_bwd, setup_context=gnova_setup)
-    return ops
+_LIB = torch.library.Library("bvae", "IMPL")  # kept alive: the registrations last as long as it does
 
 
-_ALL = _register()
-OPS = {name: _ALL[name] for name in ("gnova", *BI_OPS)}
+def register() -> None:
+    """Registers every kernel for CUDA tensors, and for CPU tensors under the interpreter."""
+    keys = ("CUDA", "CPU") if interpreting() else ("CUDA",)
+    for name, kernel in KERNELS.items():
+        for key in keys:
+            _LIB.impl(f"triton_{name}", kernel, key)
 
 
-def unsupported_reason(name: str, args: tuple) -> str | None:
-    """Why the Triton kernels cannot serve `name(*args)` (None when they can)."""
-    if name not in OPS:
-        return f"no Triton kernel for {name!r}"
-    inp = args[0]
-    if not isinstance(inp, torch.Tensor):
-        return "the first argument is not a tensor"
-    if inp.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        return f"the Triton kernels support float16, bfloat16 and float32, not {inp.dtype}"
-    if inp.device.type == "cpu":
-        if not interpreting():
-            return "CPU tensors need TRITON_INTERPRET=1 for the Triton kernels"
-        if inp.dtype == torch.bfloat16 and name != "gnova":
-            return "the Triton interpreter cannot run a bfloat16 tl.dot"
-    elif inp.device.type != "cuda":
-        return f"the Triton kernels run on CUDA tensors, not {inp.device.type}"
-    if inp.dim() > 0 and max(inp.numel() // max(inp.shape[0], 1), inp.numel() // max(inp.shape[-1], 1)) >= 2**31:
-        return "a sample (or the row count) reaches 2**31 elements: the kernels index inside a sample with int32"
-    if name.startswith("bi_conv2d"):
-        weight = args[1]
-        if inp.shape[0] * max(inp.shape[2] * args[3][0], 1) * max(inp.shape[3] * args[3][1], 1) >= 2**31:
-            return "N*H*W output pixels reach 2**31: the kernels index pixels with int32"
-        if weight.shape[2] * weight.shape[3] > MAX_TAPS:
-            return f"kernel {tuple(weight.shape[2:])} has more than {MAX_TAPS} taps (unrolled at compile time)"
-    return None
+__all__ = ["KERNELS", "MAX_TAPS", "conv_backward", "register", "unsupported_reason"]

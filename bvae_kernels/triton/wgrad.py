@@ -18,13 +18,13 @@ import torch
 import triton
 import triton.language as tl
 
+from ._gemm import PRO_NONE, allow_tf32, load_operand, mma
 from .configs import PRUNE_WGRAD, interpreting, num_sms, wgrad_configs
-from .conv import allow_tf32, load_operand, mma
-from .pointwise import reduce_splits
+from .reductions import reduce_splits
 
 
 @triton.jit
-def wgrad_kernel(
+def _conv_wgrad_kernel(
     x_ptr,
     xaux_ptr,
     d_ptr,
@@ -105,12 +105,13 @@ def wgrad_kernel(
         tl.store(ws_ptr + split.to(tl.int64) * C_out * C_in * taps + out_off, acc, mask=mask)
 
 
-wgrad_tuned = triton.autotune(
+# The batch size is not in the key (see bi_conv2d.py); the split count, which depends on it, is a run-time argument.
+_conv_wgrad_tuned = triton.autotune(
     configs=wgrad_configs(),
-    key=["NB", "C_in", "C_out", "Ho", "Wo", "KH", "KW", "SH", "SW"],
+    key=["C_in", "C_out", "Ho", "Wo", "KH", "KW", "SH", "SW"],
     prune_configs_by=PRUNE_WGRAD,
     reset_to_zero=["ws_ptr"],
-)(wgrad_kernel)
+)(_conv_wgrad_kernel)
 
 
 def choose_splits(tiles: int, pixels: int, block_k: int) -> int:
@@ -126,19 +127,22 @@ def wgrad(
     stride: tuple[int, int],
     padding: tuple[int, int],
     *,
-    pro_x: int = 0,
+    pro_x: int = PRO_NONE.value,
     x_aux: torch.Tensor | None = None,
-    pro_d: int = 0,
+    pro_d: int = PRO_NONE.value,
     d_aux: torch.Tensor | None = None,
     prologue_act: tuple[float, float, float] = (1.0, 0.0, 1.0),
+    log_scale: torch.Tensor | None = None,
+    out_format: torch.memory_format | None = None,
     splits: int | None = None,
     deterministic: bool | None = None,
 ) -> torch.Tensor:
-    """dW (shape, dtype and strides of `weight`) from X = x [N, C_in, H, W] and D = d [N, C_out, Ho, Wo].
+    """dW (shape and dtype of `weight`, memory format `out_format`, default the weight's strides) from
+    X = x [N, C_in, H, W] and D = d [N, C_out, Ho, Wo], times e^s with a log_scale.
 
-    pro_x / pro_d: prologue of each operand (2: multiply by a'(aux) with prologue_act's parameters).
-    splits: split-K count (None: chosen from the GPU size). deterministic: None follows
-    torch.are_deterministic_algorithms_enabled().
+    pro_x / pro_d: prologue of each operand (see _gemm.py; PRO_ACT_GRAD multiplies by a'(aux) with
+    prologue_act's parameters). splits: split-K count (None: chosen from the GPU size). deterministic: None
+    follows torch.are_deterministic_algorithms_enabled().
     """
     nb, c_in, h, w = x.shape
     c_out, _, kh, kw = weight.shape
@@ -153,7 +157,7 @@ def wgrad(
         d_aux = d_aux.contiguous(memory_format=torch.channels_last)
         if d_aux.stride() != d.stride():
             d_aux = torch.empty_like(d).copy_(d_aux)
-    dw = torch.empty_like(weight)
+    dw = torch.empty_like(weight) if out_format is None else torch.empty_like(weight, memory_format=out_format)
     pixels = nb * ho * wo
     if pixels == 0 or dw.numel() == 0:
         return dw.zero_()
@@ -161,7 +165,7 @@ def wgrad(
         deterministic = torch.are_deterministic_algorithms_enabled()
     # Split-K needs the K block size before autotuning picks one: use the largest in the config set (a
     # smaller BLOCK_K divides it), so a split boundary always falls on a K-block boundary.
-    block_k_max = max(64, *(cfg.kwargs["BLOCK_K"] for cfg in wgrad_tuned.configs))
+    block_k_max = max(64, *(cfg.kwargs["BLOCK_K"] for cfg in _conv_wgrad_tuned.configs))
     if splits is None:
         tiles = triton.cdiv(c_out, 64) * triton.cdiv(c_in, 64) * kh * kw
         splits = 1 if interpreting() else choose_splits(tiles, pixels, block_k_max)
@@ -174,7 +178,7 @@ def wgrad(
     else:
         ws = torch.empty((splits, c_out, c_in, kh, kw), dtype=torch.float32, device=x.device)
     grid = lambda meta: (triton.cdiv(c_out, meta["BLOCK_M"]) * triton.cdiv(c_in, meta["BLOCK_N"]), taps, splits)
-    wgrad_tuned[grid](
+    _conv_wgrad_tuned[grid](
         x,
         x_aux if x_aux is not None else x,
         d,
@@ -202,4 +206,4 @@ def wgrad(
         ATOMIC=atomic,
         ALLOW_TF32=allow_tf32(x.dtype),
     )
-    return reduce_splits(ws, dw)
+    return reduce_splits(ws, dw, log_scale)

@@ -1,6 +1,6 @@
 # ruff: noqa: ANN001, ANN201 - @triton.jit kernels take untyped tensors/scalars (annotations mean constexpr to Triton)
-"""Reverse-direction convolution (conv_transpose2d through the forward layer's weight), in gather form;
-also the dgrad of the forward direction.
+"""bi_conv2d_reverse on Triton: the reverse-direction convolution (conv_transpose2d through the forward layer's
+weight) in gather form; also the dgrad of the forward direction.
 
     out[n, ci, oh, ow] = epilogue( sum_{co, i, j} z[n, co, ih, iw] * W[co, ci, i, j] ),
     over the (i, j) with oh + P - i = S*ih and ow + P - j = S*iw
@@ -23,15 +23,16 @@ import torch
 import triton
 import triton.language as tl
 
+from ._gemm import PRO_NONE, act_args, allow_tf32, gemm_epilogue, load_operand, mma, tile_ids
 from .configs import PRUNE, gemm_configs
-from .conv import allow_tf32, gemm_epilogue, load_operand, mma, tile_ids
 
 
 @triton.jit
-def conv_transpose2d_kernel(
+def _bi_conv2d_reverse_fwd_kernel(
     z_ptr,
     zaux_ptr,
     w_ptr,
+    scale_ptr,
     b_ptr,
     y_ptr,
     u_ptr,
@@ -67,6 +68,7 @@ def conv_transpose2d_kernel(
     SH: tl.constexpr,
     SW: tl.constexpr,
     PROLOGUE: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     APPLY_ACT: tl.constexpr,
     STORE_U: tl.constexpr,
@@ -76,7 +78,8 @@ def conv_transpose2d_kernel(
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr = 8,
 ):
-    """One [BLOCK_M pixels of one phase x BLOCK_N channels] tile of the reverse-direction conv.
+    """One [BLOCK_M pixels of one phase x BLOCK_N channels] tile of the reverse-direction conv (bi_conv2d_reverse's
+    forward, and bi_conv2d's dgrad).
 
     z: [NB, C_z, Hz, Wz] (C_z = the weight's C_out); out: [NB, C_o, Ho, Wo] (C_o = the weight's C_in).
     """
@@ -132,6 +135,7 @@ def conv_transpose2d_kernel(
     out_row = n_idx.to(tl.int64) * syn + oh * syh + ow * syw
     gemm_epilogue(
         acc,
+        scale_ptr,
         b_ptr,
         y_ptr,
         u_ptr,
@@ -143,15 +147,17 @@ def conv_transpose2d_kernel(
         alpha,
         beta,
         gamma,
+        HAS_SCALE,
         HAS_BIAS,
         APPLY_ACT,
         STORE_U,
     )
 
 
-conv_transpose2d_tuned = triton.autotune(
-    configs=gemm_configs(), key=["NB", "C_z", "C_o", "Ho", "Wo", "KH", "KW", "SH", "SW"], prune_configs_by=PRUNE
-)(conv_transpose2d_kernel)
+# The batch size is not in the key (see bi_conv2d.py).
+_bi_conv2d_reverse_fwd_tuned = triton.autotune(
+    configs=gemm_configs(), key=["C_z", "C_o", "Ho", "Wo", "KH", "KW", "SH", "SW"], prune_configs_by=PRUNE
+)(_bi_conv2d_reverse_fwd_kernel)
 
 
 def conv_transpose2d(
@@ -163,13 +169,17 @@ def conv_transpose2d(
     out_hw: tuple[int, int],
     act: tuple[float, float, float] | None,
     *,
-    prologue: int = 0,
+    log_scale: torch.Tensor | None = None,
+    prologue: int = PRO_NONE.value,
     aux: torch.Tensor | None = None,
     prologue_act: tuple[float, float, float] = (1.0, 0.0, 1.0),
     store_u: bool = True,
     out_format: torch.memory_format = torch.contiguous_format,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Launches conv_transpose2d_kernel; out_hw = (Ho, Wo) fixes output_padding. Returns (y, u or None)."""
+    """Launches the reverse-direction conv; out_hw = (Ho, Wo) fixes output_padding. Returns (y, u or None).
+
+    log_scale: multiply the contraction by e^s before the bias (the reverse scale). The rest as conv2d().
+    """
     nb, c_z, hz, wz = z.shape
     _, c_o, kh, kw = weight.shape
     ho, wo = out_hw
@@ -182,14 +192,14 @@ def conv_transpose2d(
     u = torch.empty_like(y) if store_u else None
     if y.numel() == 0:
         return y, u
-    a_alpha, a_beta, a_gamma = act if act is not None else (1.0, 0.0, 1.0)
     sh, sw = stride
     m_max = nb * triton.cdiv(ho, sh) * triton.cdiv(wo, sw)
     grid = lambda meta: (triton.cdiv(m_max, meta["BLOCK_M"]) * triton.cdiv(c_o, meta["BLOCK_N"]), sh * sw)
-    conv_transpose2d_tuned[grid](
+    _bi_conv2d_reverse_fwd_tuned[grid](
         z,
         aux if aux is not None else z,
         weight,
+        log_scale if log_scale is not None else weight,
         bias if bias is not None else weight,
         y,
         u if u is not None else y,
@@ -205,15 +215,14 @@ def conv_transpose2d(
         *y.stride(),
         padding[0],
         padding[1],
-        a_alpha,
-        a_beta,
-        a_gamma,
+        *act_args(act),
         *prologue_act,
         KH=kh,
         KW=kw,
         SH=sh,
         SW=sw,
         PROLOGUE=prologue,
+        HAS_SCALE=log_scale is not None,
         HAS_BIAS=bias is not None,
         APPLY_ACT=act is not None,
         STORE_U=store_u,

@@ -1,0 +1,266 @@
+"""The op contract across ops: every bvae op passes torch.library.opcheck on arguments captured from a real
+forward + backward, has one schema, a fake and a C++ autograd kernel; a call with grad never enters Python;
+the ops compile under torch.compile(fullgraph=True) and follow autocast; bvae_kernels imports in one direction."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import BACKENDS_UNDER_TEST, TOL, backend_params, cpu_ops, rel_err
+from op_cases import chain, chain_inputs
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import bvae_kernels as bk
+from bvae_kernels import _library
+
+ROOT = Path(__file__).resolve().parent.parent
+P = (0.1, 1.0, 1.0)
+
+
+class Capture(TorchDispatchMode):
+    """Records every bvae op call that reaches the dispatcher below autograd, with its arguments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, list] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        if func.namespace == "bvae":
+            self.calls.setdefault(func._opname, []).append((func, args, kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
+def _leaf(*shape: int, device: str) -> torch.Tensor:
+    return torch.randn(shape, device=device).requires_grad_()
+
+
+def _exercise(backend: str, device: str) -> None:
+    """Forward + backward (x, W, biases and the reverse scale require grad) and a no-grad forward of every op."""
+    x, w, b = _leaf(2, 3, 5, 7, device=device), _leaf(4, 3, 3, 3, device=device), _leaf(4, device=device)
+    z, br, s = _leaf(2, 4, 3, 4, device=device), _leaf(3, device=device), _leaf(device=device)
+    lx, lw, lb = _leaf(2, 3, 6, device=device), _leaf(5, 6, device=device), _leaf(5, device=device)
+    lz, lbr = _leaf(4, 5, device=device), _leaf(6, device=device)
+    u = _leaf(2, 3, 4, device=device)
+    calls = [
+        lambda: bk.gnova(u, *P, backend=backend),
+        lambda: bk.bi_conv2d(x, w, b, stride=2, padding=1, backend=backend),
+        lambda: bk.bi_conv2d(
+            x.detach().to(memory_format=torch.channels_last).requires_grad_(),
+            w,
+            None,
+            padding=1,
+            activation="identity",
+            backend=backend,
+        ),
+        lambda: bk.bi_conv2d_reverse(z, w, br, stride=2, padding=1, output_padding=1, log_scale=s, backend=backend),
+        lambda: bk.bi_linear(lx, lw, lb, backend=backend),
+        lambda: bk.bi_linear_reverse(lz, lw, lbr, log_scale=s, backend=backend),
+        lambda: bk.bi_linear_reverse(lz, lw, None, activation=None, backend=backend),
+    ]
+    for call in calls:
+        y = call()
+        y.backward(torch.randn_like(y))
+        with torch.no_grad():
+            call()
+
+
+@functools.cache
+def _captured(backend: str, device: str) -> dict[str, list]:
+    torch.manual_seed(0)
+    with Capture() as cap:
+        _exercise(backend, device)
+    return cap.calls
+
+
+OPCHECK_PARAMS = [
+    pytest.param(b, name, id=f"{b.name}-{name}") for b in BACKENDS_UNDER_TEST for name in _library.ALL_OPS
+]
+
+
+@pytest.mark.parametrize(("backend", "name"), OPCHECK_PARAMS)
+def test_opcheck_on_captured_arguments(backend, name: str) -> None:
+    """Every op (the backward ones included) on the arguments a real training step hands it."""
+    calls = _captured(backend.name, backend.device)
+    prefix = "triton_" if backend.name == "triton" else ""
+    assert f"{prefix}{name}" in calls, f"{prefix}{name} was never called: {sorted(calls)}"
+    for func, args, kwargs in calls[f"{prefix}{name}"][:3]:
+        torch.library.opcheck(func, args, kwargs)
+
+
+def test_every_op_has_one_schema_a_fake_and_cpp_autograd() -> None:
+    if not bk.compiled_ops_available():
+        pytest.skip("bvae_kernels._C is not built")
+    text = (ROOT / "csrc" / "bvae_ops.cpp").read_text()
+    declared = re.findall(r'\{"(\w+)",\s*\n?\s*"\(', text)
+    assert sorted(declared) == sorted(_library.ALL_OPS), "each op's schema is written exactly once"
+    for prefix in ("", "triton_"):
+        for name in _library.ALL_OPS:
+            qualname = f"bvae::{prefix}{name}"
+            for key in ("Autograd", "Meta"):  # Meta: the fake kernel's registration
+                assert torch._C._dispatch_has_kernel_for_dispatch_key(qualname, key), f"{qualname}: no {key} kernel"
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(f"bvae::{name}", "CPU")
+    for name in _library.BI_OPS:  # gnova is elementwise: it runs in its input's dtype, as eager pointwise ops do
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"bvae::{name}", "AutocastCPU")
+    python = "\n".join(p.read_text() for p in (ROOT / "bvae_kernels").rglob("*.py"))
+    assert "custom_op(" not in python and ".define(" not in python, "no second schema in Python"
+
+
+@cpu_ops
+@pytest.mark.parametrize("name", ["bi_conv2d", "bi_conv2d_reverse", "bi_linear", "bi_linear_reverse", "gnova"])
+def test_a_call_with_grad_never_enters_python(name: str) -> None:
+    """Forward + backward of a compiled op run no Python of ours or of torch.library (C++ autograd, checks)."""
+    x, w = torch.randn(2, 3, 5, 5, requires_grad=True), torch.randn(4, 3, 3, 3, requires_grad=True)
+    call = {
+        "bi_conv2d": lambda: torch.ops.bvae.bi_conv2d.default(x, w, None, [1, 1], [1, 1], *P),
+        "bi_conv2d_reverse": lambda: torch.ops.bvae.bi_conv2d_reverse.default(
+            torch.randn(2, 4, 5, 5, requires_grad=True),
+            w,
+            None,
+            torch.zeros((), requires_grad=True),
+            [1, 1],
+            [1, 1],
+            [0, 0],
+            *P,
+        ),
+        "bi_linear": lambda: torch.ops.bvae.bi_linear.default(x.flatten(1), torch.randn(4, 75), None, *P),
+        "bi_linear_reverse": lambda: torch.ops.bvae.bi_linear_reverse.default(
+            x.flatten(1), torch.randn(75, 4), None, None, *P
+        ),
+        "gnova": lambda: torch.ops.bvae.gnova.default(x, *P),
+    }[name]
+    frames: list[str] = []
+
+    def profile(frame, event, arg):  # noqa: ANN001, ANN202
+        if event == "call":
+            frames.append(frame.f_code.co_filename)
+
+    y = call()  # warm: first calls may import or register
+    torch.autograd.grad(y.sum(), [t for t in (x, w) if y.grad_fn is not None and t.requires_grad], allow_unused=True)
+    sys.setprofile(profile)
+    try:
+        y = call()
+        torch.autograd.backward(y, torch.ones_like(y))
+    finally:
+        sys.setprofile(None)
+    ours = [f for f in frames if "bvae_kernels" in f or "torch/_library" in f or f.endswith("torch/library.py")]
+    assert not ours, f"Python entered during a call with grad: {sorted(set(ours))}"
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """bvae_kernels module -> the bvae_kernels modules it imports (top level or inside functions)."""
+    pkg = ROOT / "bvae_kernels"
+    graph: dict[str, set[str]] = {}
+    for path in pkg.rglob("*.py"):
+        rel = path.relative_to(ROOT).with_suffix("")
+        mod = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        package = mod if rel.name == "__init__" else mod.rsplit(".", 1)[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    base = base[: len(base) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                names = [f"{target}.{a.name}" for a in node.names]
+                # `from . import x` imports the submodule x (its package is already initialized): x is the edge
+                deps |= {
+                    n for n in ([*names] if node.module is None else [target, *names]) if n.startswith("bvae_kernels")
+                }
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("bvae_kernels")}
+        graph[mod] = deps
+    return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+
+
+def test_bvae_kernels_imports_in_one_direction() -> None:
+    """No import cycle inside bvae_kernels (lazy imports inside functions count), and the contract is a leaf."""
+    graph = _import_graph()
+    state: dict[str, int] = {}
+
+    def visit(mod: str, path: list[str]) -> None:
+        state[mod] = 1
+        for dep in sorted(graph[mod]):
+            if state.get(dep) == 1:
+                pytest.fail("import cycle: " + " -> ".join([*path, mod, dep]))
+            if dep not in state:
+                visit(dep, [*path, mod])
+        state[mod] = 2
+
+    for mod in sorted(graph):
+        if mod not in state:
+            visit(mod, [])
+    assert graph["bvae_kernels._library"] <= {"bvae_kernels._C"}, graph["bvae_kernels._library"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# torch.compile and autocast, on a chain of all four bidirectional ops
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("compile_backend", ["aot_eager", "inductor"])
+@pytest.mark.parametrize("backend", backend_params())
+def test_compile_fullgraph_chain(backend, compile_backend: str) -> None:
+    torch._dynamo.reset()
+    inputs = chain_inputs(device=backend.device)
+    eager_leaves = [t.clone().requires_grad_() for t in inputs]
+    comp_leaves = [t.clone().requires_grad_() for t in inputs]
+    y_eager = chain(*eager_leaves, backend=backend.name)
+    y_comp = torch.compile(chain, fullgraph=True, backend=compile_backend)(*comp_leaves, backend=backend.name)
+    assert rel_err(y_comp, y_eager) <= TOL[torch.float32]
+    g = torch.randn_like(y_eager)
+    grads_eager = torch.autograd.grad(y_eager, eager_leaves, g)
+    grads_comp = torch.autograd.grad(y_comp, comp_leaves, g)
+    for i, (a, b) in enumerate(zip(grads_comp, grads_eager, strict=True)):
+        assert rel_err(a, b) <= TOL[torch.float32], f"grad {i}"
+    ref_leaves = [t.double().requires_grad_() for t in inputs]
+    assert rel_err(y_comp, chain(*ref_leaves, backend="torch")) <= TOL[torch.float32]
+
+
+@pytest.mark.parametrize("backend", [b for b in backend_params() if b.values[0].device == "cpu"])
+def test_autocast_bfloat16_cpu(backend) -> None:
+    """Under CPU autocast (bf16) the ops compute in bf16 like F.conv2d, and gradients reach fp32 leaves."""
+    if backend.name == "triton":
+        pytest.skip("the Triton interpreter cannot run a bfloat16 matmul (the op hands it to the cpu kernels)")
+    inputs = chain_inputs()
+    ours_leaves = [t.clone().requires_grad_() for t in inputs]
+    ref_leaves = [t.clone().requires_grad_() for t in inputs]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = chain(*ours_leaves, backend=backend.name)
+        y_ref_lp = chain(*ref_leaves, backend="torch")
+    assert y.dtype == torch.bfloat16 and y_ref_lp.dtype == torch.bfloat16
+    ref64 = [t.to(torch.bfloat16).double().requires_grad_() for t in inputs]
+    y64 = chain(*ref64, backend="torch")
+    err, err_torch = rel_err(y, y64), rel_err(y_ref_lp, y64)
+    assert err <= TOL[torch.bfloat16] and err <= 2 * err_torch + 5e-4, (err, err_torch)
+    g = torch.randn(y.shape, dtype=torch.float64).to(torch.bfloat16)
+    grads = torch.autograd.grad(y, ours_leaves, g)
+    grads64 = torch.autograd.grad(y64, ref64, g.double())
+    for i, (a, b) in enumerate(zip(grads, grads64, strict=True)):
+        assert a.dtype == torch.float32, f"grad {i} dtype {a.dtype}"
+        assert rel_err(a, b) <= 2 * TOL[torch.bfloat16], f"grad {i}: {rel_err(a, b):.3e}"
+
+
+@cpu_ops
+def test_autocast_leaves_float64_alone() -> None:
+    """Autocast casts float32 inputs only: a float64 call stays float64 (as F.conv2d does)."""
+    x, w = torch.randn(1, 2, 5, 5, dtype=torch.float64), torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = bk.bi_conv2d(x, w, padding=1, backend="cpu")
+    assert y.dtype == torch.float64
+    assert rel_err(y, bk.reference.bi_conv2d(x, w, None, 1, 1)) <= 1e-12
+
+
+@cpu_ops
+def test_forward_mode_ad_is_refused_not_zero() -> None:
+    """jvp through a fused op is an error (never a silent zero tangent)."""
+    import torch.autograd.forward_ad as fwAD
+
+    x, w = torch.randn(2, 5), torch.randn(3, 5)
+    with fwAD.dual_level(), pytest.raises(NotImplementedError, match="forward-mode AD"):
+        bk.bi_linear(fwAD.make_dual(x, torch.ones_like(x)), w, activation=None, backend="cpu")
