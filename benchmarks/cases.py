@@ -71,7 +71,8 @@ def run_benchmark(benchmark, case: Case, backend: str, device: str) -> None:  # 
     """
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    if backend in COMPILE_BACKENDS and os.environ.get("BVAE_BENCH_QUICK") == "1" and not case.quick_compile:
+    compiled = backend in COMPILE_BACKENDS or backend.endswith("+compile")
+    if compiled and os.environ.get("BVAE_BENCH_QUICK") == "1" and not case.quick_compile:
         pytest.skip("quick run: torch.compile is timed on the chain case only")
     try:
         prepared = prepare(case, backend, device)

@@ -22,12 +22,10 @@ copy bandwidth are measured once per run, and floor = max(FLOPs / peak, bytes / 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import datetime as _dt
 import fnmatch
 import functools
-import inspect
 import json
 import math
 import os
@@ -35,7 +33,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,9 +47,23 @@ from ._checks import int_arg, positive_int_arg
 EAGER = "torch"
 COMPILE = "torch.compile"
 COMPILE_MAX = "torch.compile-max-autotune"
-COMPILE_BACKENDS = (COMPILE, COMPILE_MAX)
+COMPILE_BACKENDS = (COMPILE, COMPILE_MAX)  # torch.compile of the eager reference
 FUSED_BACKENDS = ("cpu", "cuda", "triton")
-ALL_BACKENDS = (EAGER, COMPILE, COMPILE_MAX, *FUSED_BACKENDS)
+FUSED_COMPILE_BACKENDS = tuple(f"{b}+compile" for b in FUSED_BACKENDS)  # torch.compile of the fused path
+ALL_BACKENDS = (EAGER, COMPILE, COMPILE_MAX, *FUSED_BACKENDS, *FUSED_COMPILE_BACKENDS)
+
+
+def _fused_name(backend: str) -> str:
+    """The fused backend a bench backend runs ("cpu+compile" -> "cpu"), or "torch" for the reference ones."""
+    if backend == EAGER or backend in COMPILE_BACKENDS:
+        return "torch"
+    return backend.removesuffix("+compile")
+
+
+def _compiled(backend: str) -> bool:
+    return backend in COMPILE_BACKENDS or backend in FUSED_COMPILE_BACKENDS
+
+
 MODES = ("fwd", "fwd+bwd", "train")
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -201,7 +213,10 @@ def backends_for(device: str, include_compile: bool = True) -> list[str]:
             names.append(COMPILE_MAX)
     available = bk.available_backends()
     serves = {"cpu": ("cpu",), "cuda": ("cuda", "triton")}[device]
-    names += [b for b in FUSED_BACKENDS if b in available and b in serves]
+    fused = [b for b in FUSED_BACKENDS if b in available and b in serves]
+    names += fused
+    if include_compile:
+        names += [f"{b}+compile" for b in fused]
     return names
 
 
@@ -222,23 +237,6 @@ class Prepared:
     reference_fn: Callable[[], object] | None = None
 
 
-@contextlib.contextmanager
-def _env_backend(name: str | None) -> Iterator[None]:
-    """Sets $BVAE_BACKEND for modules built without an explicit backend (the documented override)."""
-    old = os.environ.get("BVAE_BACKEND")
-    if name is None:
-        os.environ.pop("BVAE_BACKEND", None)
-    else:
-        os.environ["BVAE_BACKEND"] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("BVAE_BACKEND", None)
-        else:
-            os.environ["BVAE_BACKEND"] = old
-
-
 def _fmt(layout: str) -> torch.memory_format:
     return torch.channels_last if layout == "channels_last" else torch.contiguous_format
 
@@ -246,6 +244,10 @@ def _fmt(layout: str) -> torch.memory_format:
 def _compile(fn: Callable, backend: str) -> Callable:
     mode = "max-autotune-no-cudagraphs" if backend == COMPILE_MAX else None
     return torch.compile(fn, mode=mode, dynamic=False)
+
+
+def _maybe_compile(fn: Callable, backend: str) -> Callable:
+    return _compile(fn, backend) if _compiled(backend) else fn
 
 
 def _reverse_output_padding(d: dict[str, int]) -> int:
@@ -256,7 +258,8 @@ def _reverse_output_padding(d: dict[str, int]) -> int:
 
 def _op_forward(case: Case, backend: str) -> Callable:
     """The forward callable `(inp, weight, *biases) -> y` of an op case under `backend`."""
-    naive = backend == EAGER or backend in COMPILE_BACKENDS
+    naive = _fused_name(backend) == "torch"
+    backend = _fused_name(backend)
     d = case.dims
     if case.name == "gnova":
         return (lambda u: ref.gnova(u)) if naive else (lambda u: bk.gnova(u, backend=backend))
@@ -346,9 +349,7 @@ def _prepare_op(case: Case, backend: str, device: str) -> Prepared:
     dtype = _DTYPES[case.dtype_for(device)]
     layout = case.layout_for(device)
     inputs, needs = _op_inputs(case, device, dtype, layout)
-    forward = _op_forward(case, backend)
-    if backend in COMPILE_BACKENDS:
-        forward = _compile(forward, backend)
+    forward = _maybe_compile(_op_forward(case, backend), backend)
     if case.mode == "fwd":
 
         def run_fwd() -> object:
@@ -388,34 +389,25 @@ def _module_bytes(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
 
 
 def _prepare_block(case: Case, backend: str, device: str) -> Prepared:
-    try:
-        from bvae.blocks import BiResBlock
-    except ImportError as exc:
-        raise SkipCase(f"bvae.blocks.BiResBlock is not importable yet ({exc})") from exc
+    from .blocks import BiResBlock
+
     d = case.dims
     dtype = _DTYPES[case.dtype_for(device)]
     torch.manual_seed(0)
-    module_backend = "torch" if backend == EAGER or backend in COMPILE_BACKENDS else backend
-    kwargs = {"backend": module_backend} if "backend" in inspect.signature(BiResBlock).parameters else {}
-    try:
-        block = BiResBlock(d["c"], **kwargs)
-    except TypeError as exc:
-        raise SkipCase(f"BiResBlock({d['c']}) failed: {exc}; update bvae/bench.py for its signature") from exc
+    block = BiResBlock(d["c"], backend=_fused_name(backend))
     block = block.to(device=device, dtype=dtype, memory_format=_fmt(case.layout_for(device)))
     x = torch.randn(d["n"], d["c"], d["h"], d["w"], device=device, dtype=dtype)
     x = x.contiguous(memory_format=_fmt(case.layout_for(device))).requires_grad_(case.x_requires_grad)
-    env = "torch" if backend == EAGER or backend in COMPILE_BACKENDS else backend
     direction = block.forward if case.name == "biresblock_forward" else block.reverse
-    call = _compile(direction, backend) if backend in COMPILE_BACKENDS else direction
+    call = _maybe_compile(direction, backend)
     params = list(block.parameters())
-    with _env_backend("torch"), torch.no_grad():
+    with torch.no_grad():
         y0 = direction(x)
     grad_y = torch.randn_like(y0)
 
     def run() -> object:
-        with _env_backend(env):
-            y = call(x)
-            y.backward(grad_y)
+        y = call(x)
+        y.backward(grad_y)
         for t in (*params, x):
             t.grad = None
         return None
@@ -435,35 +427,26 @@ def _loss_of(out: object) -> torch.Tensor:
 
 
 def _prepare_train(case: Case, backend: str, device: str) -> Prepared:
-    try:
-        from bvae.models import build_model
-    except ImportError as exc:
-        raise SkipCase(f"bvae.models.build_model is not importable yet ({exc})") from exc
+    from .models import build_model
+
     d = case.dims
     dtype = _DTYPES[case.dtype_for(device)]
     torch.manual_seed(0)
-    module_backend = "torch" if backend == EAGER or backend in COMPILE_BACKENDS else backend
-    kwargs = {"backend": module_backend} if "backend" in inspect.signature(build_model).parameters else {}
-    try:
-        model = build_model(kind="bvae", dataset="fashion-mnist", latent_dim=d["latent"], **kwargs)
-    except TypeError as exc:
-        raise SkipCase(f"build_model(kind='bvae', ...) failed: {exc}") from exc
+    model = build_model(kind="bvae", dataset="fashion-mnist", latent_dim=d["latent"], backend=_fused_name(backend))
     model = model.to(device=device, dtype=dtype)
     x = torch.rand(d["n"], 1, 28, 28, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
-    env = "torch" if backend == EAGER or backend in COMPILE_BACKENDS else backend
-    step_model = _compile(model, backend) if backend in COMPILE_BACKENDS else model
+    step_model = _maybe_compile(model, backend)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     params = list(model.parameters())
 
     def run() -> object:
-        with _env_backend(env):
-            opt.zero_grad(set_to_none=True)
-            loss = _loss_of(step_model(x))
-            loss.backward()
-            opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss = _loss_of(step_model(x))
+        loss.backward()
+        opt.step()
         return None
 
-    with _env_backend("torch"), torch.no_grad():
+    with torch.no_grad():
         _loss_of(model(x))
     return Prepared(run, params, _nbytes(x) + 4 * sum(_nbytes(p) for p in params))
 
@@ -476,8 +459,9 @@ def prepare(case: Case, backend: str, device: str) -> Prepared:
         raise SkipCase("no CUDA device")
     if backend == COMPILE_MAX and device != "cuda":
         raise SkipCase("max-autotune-no-cudagraphs is timed on CUDA only")
-    if backend in FUSED_BACKENDS and backend not in backends_for(device, include_compile=False):
-        raise SkipCase(f"backend {backend!r} is not available for {device} tensors here")
+    fused = _fused_name(backend)
+    if fused in FUSED_BACKENDS and fused not in backends_for(device, include_compile=False):
+        raise SkipCase(f"backend {fused!r} is not available for {device} tensors here")
     if case.name.startswith("biresblock"):
         return _prepare_block(case, backend, device)
     if case.name == "bvae_train_step":
@@ -1016,7 +1000,7 @@ def run_benchmarks(
             bar.set_postfix_str(case.id(device)[:40])
             case_backends = names
             if quick and not case.quick_compile:
-                case_backends = [b for b in names if b not in COMPILE_BACKENDS]
+                case_backends = [b for b in names if not _compiled(b)]
             rows += run_case(case, case_backends, device, reps, r, peaks[case.dtype_for(device)])
             bar.update()
             if checkpoint is not None:
@@ -1068,7 +1052,45 @@ def _cmd_profile(args: argparse.Namespace, device: str) -> int:
     return 0
 
 
+def _cmd_host(args: argparse.Namespace) -> int:
+    """`bvae bench --host`: thread CPU time per call against the eager chain (see bvae/bench_host.py)."""
+    from tqdm.auto import tqdm
+
+    from . import bench_host
+
+    torch.set_num_threads(args.threads or 1)
+    cases = bench_host.select(bench_host.all_cases(), args.cases)
+    if not cases:
+        raise ValueError(f"--cases {args.cases!r} matches no host case; see `bvae bench --host --list`")
+    if args.list:
+        for c in cases:
+            print(f"{c.name} [{c.mode}]")
+        return 0
+    rounds = args.reps or (5 if args.quick else 15)
+    load_before = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    rows: list[dict] = []
+    for case in tqdm(cases, desc="bvae bench --host", unit="case", disable=args.no_progress):
+        rows += bench_host.measure(case, rounds=rounds)
+    table = bench_host.markdown(rows)
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {**machine_info("cpu"), "load_average_before": load_before, "rounds": rounds, "clock": "thread_time"}
+        (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+        head = (
+            f"Host time per call (thread CPU time, tiny tensors, {rounds} interleaved samples, "
+            f"{torch.get_num_threads()} torch thread), {meta['device_name']}, torch {meta['torch_version']}, "
+            f"{meta['date']}; command `{meta['command']}`.\n\n"
+        )
+        (out / "summary.md").write_text(head + table + "\n")
+        print(f"wrote {out / 'results.json'}, {out / 'summary.md'}")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.host:
+        return _cmd_host(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads is not None:
         if args.threads < 1:
@@ -1135,6 +1157,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         default=0,
         metavar="N",
         help="instead of timing, print torch.profiler tables of N calls",
+    )
+    p.add_argument(
+        "--host",
+        action="store_true",
+        help="measure host overhead instead: thread CPU time per call on tiny CPU tensors, fused vs the eager chain",
     )
     p.add_argument("--list", action="store_true", help="list the selected case ids and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -140,10 +140,8 @@ def _check_bias(
     check_same(op, bias, "bias", ref, ref_name)
     if bias.dim() != 1:
         raise ValueError(f"{op}: bias must be 1D, got shape {_tuple(bias.shape)}")
-    torch._check_value(
-        bias.shape[0] == channels,
-        lambda: f"{op}: bias must have shape [{channels}] ({which}), got {_list(bias.shape)}",
-    )
+    if bias.shape[0] != channels:
+        raise ValueError(f"{op}: bias must have shape [{channels}] ({which}), got {_list(bias.shape)}")
 
 
 def _check_log_scale(op: str, log_scale: torch.Tensor | None, ref: torch.Tensor, ref_name: str) -> None:
@@ -184,22 +182,18 @@ def check_bi_conv2d(x: object, weight: object, bias: object, stride: Sequence[in
     _check_dim(op, x, "x", 4, "[N, C_in, H, W]")
     _check_conv_weight(op, weight, x, "x")
     _check_conv_config(op, stride, padding)
-    torch._check_value(
-        x.shape[1] == weight.shape[1],
-        lambda: (
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(
             f"{op}: x has {x.shape[1]} channels but weight expects C_in={weight.shape[1]} "
             f"(weight shape {_tuple(weight.shape)})"
-        ),
-    )
+        )
     _check_bias(op, bias, x, "x", weight.shape[0], "C_out")
     out = [conv_output_size(x.shape[2 + i], weight.shape[2 + i], stride[i], padding[i]) for i in range(2)]
-    torch._check_value(
-        out[0] >= 1 and out[1] >= 1,
-        lambda: (
+    if out[0] < 1 or out[1] < 1:
+        raise ValueError(
             f"{op}: input {_tuple(x.shape[2:])} is too small for kernel {_tuple(weight.shape[2:])} with "
             f"padding {_list(padding)} (output would be {_list(out)})"
-        ),
-    )
+        )
     return out
 
 
@@ -227,23 +221,21 @@ def check_bi_conv2d_reverse(
         raise ValueError(
             f"{op}: output_padding must be >= 0 and < stride, got {_list(output_padding)} with stride {_list(stride)}"
         )
-    torch._check_value(
-        z.shape[1] == weight.shape[0],
-        lambda: (
+    if z.shape[1] != weight.shape[0]:
+        raise ValueError(
             f"{op}: z has {z.shape[1]} channels but the reverse direction takes weight's C_out={weight.shape[0]} "
             f"(weight shape {_tuple(weight.shape)})"
-        ),
-    )
+        )
     _check_bias(op, bias, z, "z", weight.shape[1], "C_in")
     _check_log_scale(op, log_scale, z, "z")
     out = [
         conv_transpose_output_size(z.shape[2 + i], weight.shape[2 + i], stride[i], padding[i], output_padding[i])
         for i in range(2)
     ]
-    torch._check_value(
-        out[0] >= 1 and out[1] >= 1,
-        lambda: f"{op}: padding {_list(padding)} is too large for input {_tuple(z.shape[2:])} (output {_list(out)})",
-    )
+    if out[0] < 1 or out[1] < 1:
+        raise ValueError(
+            f"{op}: padding {_list(padding)} is too large for input {_tuple(z.shape[2:])} (output {_list(out)})"
+        )
     return out
 
 
@@ -260,12 +252,10 @@ def check_bi_linear(
     check_same(op, weight, "weight", inp, name)
     _check_dim(op, weight, "weight", 2, "[out_features, in_features]")
     k_dim = 0 if reverse else 1
-    torch._check_value(
-        inp.shape[-1] == weight.shape[k_dim],
-        lambda: (
+    if inp.shape[-1] != weight.shape[k_dim]:
+        raise ValueError(
             f"{op}: {name} has {inp.shape[-1]} features but weight {_tuple(weight.shape)} expects {weight.shape[k_dim]}"
-        ),
-    )
+        )
     _check_bias(op, bias, inp, name, weight.shape[1 - k_dim], "in_features" if reverse else "out_features")
     _check_log_scale(op, log_scale, inp, name)
 
@@ -282,16 +272,12 @@ def _check_grad(
             f"{op}: u (the pre-activation) is required unless the activation's slope is constant (beta == 0)"
         )
     check_same(op, grad, "grad", inp, name)
-    torch._check_value(
-        list(grad.shape) == list(out),
-        lambda: f"{op}: grad must have the output's shape {_list(out)}, got {_list(grad.shape)}",
-    )
+    if list(grad.shape) != list(out):
+        raise ValueError(f"{op}: grad must have the output's shape {_list(out)}, got {_list(grad.shape)}")
     if u is not None:
         check_same(op, u, "u", inp, name)
-        torch._check_value(
-            list(u.shape) == list(out),
-            lambda: f"{op}: u must have the output's shape {_list(out)}, got {_list(u.shape)}",
-        )
+        if list(u.shape) != list(out):
+            raise ValueError(f"{op}: u must have the output's shape {_list(out)}, got {_list(u.shape)}")
 
 
 # ----------------------------------------------------------------------------------------------------------

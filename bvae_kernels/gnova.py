@@ -7,8 +7,6 @@ csrc/autograd.cpp (GnovaFn); the fake in bvae_kernels/_library.py (fake_gnova); 
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from . import reference
@@ -26,21 +24,23 @@ def _reference(u, alpha, beta, gamma):  # noqa: ANN001, ANN202
 _OPS = impl_table("gnova", _reference)
 
 
-@functools.lru_cache(maxsize=256, typed=True)
-def _checked_params(alpha: float, beta: float, gamma: float) -> tuple[float, float, float]:
-    return GNoVa(alpha, beta, gamma).params
+_VALIDATED: set[tuple[float, float, float]] = set()  # float parameter triples GNoVa has accepted
 
 
 def gnova(
     u: torch.Tensor, alpha: float = 0.1, beta: float = 1.0, gamma: float = 1.0, *, backend: str | None = None
 ) -> torch.Tensor:
     """G-NoVa, a(u) = alpha * u + beta * sigmoid(gamma * u), elementwise, any shape and layout."""
+    if (
+        type(alpha) is not float
+        or type(beta) is not float
+        or type(gamma) is not float
+        or ((alpha, beta, gamma) not in _VALIDATED)
+    ):
+        alpha, beta, gamma = GNoVa(alpha, beta, gamma).params  # validates (and makes ints floats)
+        _VALIDATED.add((alpha, beta, gamma))
     try:
-        params = _checked_params(alpha, beta, gamma)
-    except TypeError:  # unhashable parameters: GNoVa says what is wrong with them
-        params = GNoVa(alpha, beta, gamma).params
-    try:
-        return _OPS[impl_for(backend, u.device.type)](u, *params)
+        return _OPS[impl_for(backend, u.device.type)](u, alpha, beta, gamma)
     except (RuntimeError, TypeError, AttributeError):
         check_gnova(u)  # our words for a parser error
         raise
