@@ -108,21 +108,23 @@ def op_cases() -> list[HostCase]:
 
 
 class _EagerResBlock(nn.Module):
-    """BiResBlock's function in eager PyTorch: nn.Conv2d forward, F.conv_transpose2d on the same weights reverse."""
+    """BiResBlock as an eager BVAE would write it: two nn.Conv2d forward (the same weights), and in reverse
+    F.conv_transpose2d through those weights (no nn module reads a conv's weight transposed)."""
 
     def __init__(self, block: BiResBlock) -> None:
         super().__init__()
-        self.block = block
+        self.conv1, self.conv2 = (nn.Conv2d(block.channels, block.channels, 3, padding=1) for _ in range(2))
+        for eager, fused in ((self.conv1, block.conv1), (self.conv2, block.conv2)):
+            eager.weight, eager.bias = fused.weight, fused.bias
+        self.reverse_biases = (block.conv1.reverse_bias, block.conv2.reverse_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c1, c2 = self.block.conv1, self.block.conv2
-        h = eager_gnova(F.conv2d(x, c1.weight, c1.bias, 1, 1))
-        return eager_gnova(x + F.conv2d(h, c2.weight, c2.bias, 1, 1))
+        return eager_gnova(x + self.conv2(eager_gnova(self.conv1(x))))
 
     def reverse(self, z: torch.Tensor) -> torch.Tensor:
-        c1, c2 = self.block.conv1, self.block.conv2
-        h = eager_gnova(F.conv_transpose2d(z, c2.weight, c2.reverse_bias, 1, 1))
-        return eager_gnova(z + F.conv_transpose2d(h, c1.weight, c1.reverse_bias, 1, 1))
+        br1, br2 = self.reverse_biases
+        h = eager_gnova(F.conv_transpose2d(z, self.conv2.weight, br2, 1, 1))
+        return eager_gnova(z + F.conv_transpose2d(h, self.conv1.weight, br1, 1, 1))
 
 
 def module_cases() -> list[HostCase]:
@@ -216,7 +218,7 @@ def _quantile(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def measure(case: HostCase, rounds: int = 15, sample_ms: float = 20.0) -> list[dict]:
+def measure(case: HostCase, rounds: int = 15, sample_ms: float = 50.0) -> list[dict]:
     """Interleaved samples of every variant of `case`; one row per variant (the first is the baseline)."""
     names = list(case.variants)
     for fn in case.variants.values():  # warm-up: first calls import, allocate, pick algorithms

@@ -13,7 +13,7 @@ and decodes with a(e^s W^T z + b_r). Tying forces both directions of a layer to 
 different gains: in the demo's trained VAE twin the decoder entry has 7.6x the norm of the mean head and
 the decoder FC 2.7x the encoder FC (the KL term keeps mu small). Without s the tied layers compromise
 (demo, mean of seeds 0-2: -0.86 dB against the twin; with s and bvae.train's recipe -0.33 dB). s costs one
-parameter per layer and keeps the reverse op fused (a scalar commutes with the contraction). The VAE's
+parameter per layer and stays inside the fused reverse op (its `log_scale`, applied in the epilogue). The VAE's
 decoder carries the same scalars (redundant there: they fold into its own weights), so both models train
 the same parameterization.
 

@@ -146,15 +146,12 @@ DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 PARAMS = [(0.1, 1.0, 1.0), (0.0, 1.0, 1.0), (1.0, 0.0, 1.0), (0.25, 2.0, 3.5)]
 OP_NAMES = [
     "gnova",
-    "gnova_backward",
-    "bi_conv2d",
-    "bi_conv2d_backward",
-    "bi_conv2d_reverse",
-    "bi_conv2d_reverse_backward",
-    "bi_linear",
-    "bi_linear_backward",
-    "bi_linear_reverse",
-    "bi_linear_reverse_backward",
+    "gnova_bwd",
+    *(
+        f"{name}{part}"
+        for name in ("bi_conv2d", "bi_conv2d_reverse", "bi_linear", "bi_linear_reverse")
+        for part in ("", "_fwd", "_bwd")
+    ),
 ]
 # (x shape, weight shape, stride, padding, channels_last): output rows of 1024 (block path, packs), 81 (warp
 # path, no packs), NHWC with C = 8 (packs) and C = 3 (none), a 1x1 output (inner == 1).
@@ -218,7 +215,7 @@ def test_cuda_conv_forward_and_backward(case, dtype, p):
     torch.manual_seed(0)
     xs, ws, stride, pad, cl = case
     x, w, b = _rand(xs, dtype, cl), _rand(ws, dtype, cl), _rand((ws[0],), dtype)
-    y, u = torch.ops.bvae.bi_conv2d(x, w, b, [stride] * 2, [pad] * 2, *p)
+    y, u = torch.ops.bvae.bi_conv2d_fwd(x, w, b, [stride] * 2, [pad] * 2, *p)
     assert y.shape == u.shape and y.dtype == dtype and y.stride() == u.stride()
     z64 = torch.nn.functional.conv2d(x.double(), w.double(), None, stride, pad)
     u64 = z64 + b.double().view(1, -1, 1, 1)
@@ -227,7 +224,7 @@ def test_cuda_conv_forward_and_backward(case, dtype, p):
     assert _rel(y, _act64(u, p)) <= TOL[dtype]
 
     g = _rand(tuple(u.shape), dtype)
-    dx, dw, db = torch.ops.bvae.bi_conv2d_backward(g, x, w, u, [stride] * 2, [pad] * 2, *p, [True, True, True])
+    dx, dw, db = torch.ops.bvae.bi_conv2d_bwd(g, x, w, u, [stride] * 2, [pad] * 2, *p, [True, True, True])
     du64 = (g.double() * _dact64(u, p)).requires_grad_(False)
     x64, w64 = x.double().requires_grad_(), w.double().requires_grad_()
     out = torch.nn.functional.conv2d(x64, w64, None, stride, pad)
@@ -236,7 +233,7 @@ def test_cuda_conv_forward_and_backward(case, dtype, p):
     assert _rel(dx, dx64) <= TOL[dtype]
     assert _rel(dw, dw64) <= TOL[dtype]
     # deterministic bias gradient: bitwise equal on a second run
-    db2 = torch.ops.bvae.bi_conv2d_backward(g, x, w, u, [stride] * 2, [pad] * 2, *p, [False, False, True])[2]
+    db2 = torch.ops.bvae.bi_conv2d_bwd(g, x, w, u, [stride] * 2, [pad] * 2, *p, [False, False, True])[2]
     assert torch.equal(db, db2)
 
 
@@ -247,13 +244,15 @@ def test_cuda_conv_reverse(dtype):
     torch.manual_seed(1)
     p = (0.1, 1.0, 1.0)
     z, w, b = _rand((2, 4, 8, 8), dtype), _rand((4, 3, 4, 4), dtype), _rand((3,), dtype)
-    y, u = torch.ops.bvae.bi_conv2d_reverse(z, w, b, [2, 2], [1, 1], [0, 0], *p)
+    y, u = torch.ops.bvae.bi_conv2d_reverse_fwd(z, w, b, None, [2, 2], [1, 1], [0, 0], *p)
     u64 = torch.nn.functional.conv_transpose2d(z.double(), w.double(), None, 2, 1) + b.double().view(1, -1, 1, 1)
     assert u.shape == (2, 3, 16, 16)
     assert _rel(u, u64) <= TOL[dtype]
     assert _rel(y, _act64(u, p)) <= TOL[dtype]
     g = _rand(tuple(u.shape), dtype)
-    dz, dw, db = torch.ops.bvae.bi_conv2d_reverse_backward(g, z, w, u, [2, 2], [1, 1], [0, 0], *p, [True] * 3)
+    dz, dw, db, _ = torch.ops.bvae.bi_conv2d_reverse_bwd(
+        g, z, w, u, None, [2, 2], [1, 1], [0, 0], *p, [True] * 3 + [False]
+    )
     du64 = g.double() * _dact64(u, p)
     z64, w64 = z.double().requires_grad_(), w.double().requires_grad_()
     dz64, dw64 = torch.autograd.grad(torch.nn.functional.conv_transpose2d(z64, w64, None, 2, 1), (z64, w64), du64)
@@ -271,16 +270,16 @@ def test_cuda_linear_forward_and_backward(case, dtype):
     rows, n_in, n_out = case
     p = (0.25, 2.0, 3.5)
     x, w, b = _rand((rows, n_in), dtype), _rand((n_out, n_in), dtype), _rand((n_out,), dtype)
-    y, u = torch.ops.bvae.bi_linear(x, w, b, *p)
+    y, u = torch.ops.bvae.bi_linear_fwd(x, w, b, *p)
     assert _rel(u, x.double() @ w.double().t() + b.double()) <= TOL[dtype]
     assert _rel(y, _act64(u, p)) <= TOL[dtype]
     g = _rand((rows, n_out), dtype)
-    dx, dw, db = torch.ops.bvae.bi_linear_backward(g, x, w, u, *p, [True, True, True])
+    dx, dw, db = torch.ops.bvae.bi_linear_bwd(g, x, w, u, *p, [True, True, True])
     du64 = g.double() * _dact64(u, p)
     assert _rel(db, du64.sum(0)) <= TOL[dtype]
     assert _rel(dx, du64 @ w.double()) <= TOL[dtype]
     assert _rel(dw, du64.t() @ x.double()) <= TOL[dtype]
-    db2 = torch.ops.bvae.bi_linear_backward(g, x, w, u, *p, [False, False, True])[2]
+    db2 = torch.ops.bvae.bi_linear_bwd(g, x, w, u, *p, [False, False, True])[2]
     assert torch.equal(db, db2)
 
 
@@ -296,7 +295,7 @@ def test_cuda_gnova_flat(dtype, offset, numel):
         y = torch.ops.bvae.gnova(u, *p)
         assert _rel(y, _act64(u, p)) <= TOL[dtype]
         g = _rand((numel,), dtype)
-        du = torch.ops.bvae.gnova_backward(g, u, *p)
+        du = torch.ops.bvae.gnova_bwd(g, u, *p)
         assert _rel(du, g.double() * _dact64(u, p)) <= TOL[dtype]
 
 
@@ -311,5 +310,5 @@ def test_cuda_gnova_edges(dtype):
     assert torch.isnan(y[5])
     y = torch.ops.bvae.gnova(u, 0.1, 1.0, 1.0).double().cpu()
     assert y[0].item() == inf and y[1].item() == -inf and torch.isnan(y[5])
-    du = torch.ops.bvae.gnova_backward(torch.ones_like(u), u, 0.1, 1.0, 1.0).double().cpu()
+    du = torch.ops.bvae.gnova_bwd(torch.ones_like(u), u, 0.1, 1.0, 1.0).double().cpu()
     assert du[:2].tolist() == [pytest.approx(0.1, rel=1e-2)] * 2 and torch.isnan(du[5])
