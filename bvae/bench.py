@@ -1066,7 +1066,7 @@ def _cmd_host(args: argparse.Namespace) -> int:
         for c in cases:
             print(f"{c.name} [{c.mode}]")
         return 0
-    rounds = args.reps or (5 if args.quick else 15)
+    rounds = args.reps or (5 if args.quick else 21)
     load_before = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     rows: list[dict] = []
     for case in tqdm(cases, desc="bvae bench --host", unit="case", disable=args.no_progress):

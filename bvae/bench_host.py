@@ -4,8 +4,9 @@ On a GPU a BVAE layer's kernels take tens of microseconds, so the Python and dis
 the kernel decide the step time. This measures that cost where it can be measured without a GPU: thread CPU
 time (`time.thread_time_ns`) of many calls on tiny CPU tensors, so that the arithmetic is negligible and what
 remains is the host's work. Variants of one case are interleaved (rotating order) and each sample times
-`number` back-to-back calls; the report gives the median over samples and the p20-p80 band of the per-sample
-ratio against the eager chain. One torch thread: a worker thread's time would not be counted.
+`number` back-to-back calls; a variant's ratio is the median of its per-sample ratios to the baseline sample
+taken next to it (which cancels the machine's drift), reported with their p20-p80 band. One torch thread: a
+worker thread's time would not be counted.
 
 Cases: every public op and module in both modes (forward without grad; forward + backward), against the eager
 chain that computes the same function (F.conv2d / F.conv_transpose2d / F.linear, then `alpha*u + beta*sigmoid
@@ -218,7 +219,7 @@ def _quantile(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def measure(case: HostCase, rounds: int = 15, sample_ms: float = 50.0) -> list[dict]:
+def measure(case: HostCase, rounds: int = 21, sample_ms: float = 30.0) -> list[dict]:
     """Interleaved samples of every variant of `case`; one row per variant (the first is the baseline)."""
     names = list(case.variants)
     for fn in case.variants.values():  # warm-up: first calls import, allocate, pick algorithms
@@ -241,7 +242,7 @@ def measure(case: HostCase, rounds: int = 15, sample_ms: float = 50.0) -> list[d
                 "mode": case.mode,
                 "variant": n,
                 "median_us": statistics.median(samples[n]),
-                "ratio": statistics.median(samples[n]) / statistics.median(base),
+                "ratio": statistics.median(ratios),  # paired with the baseline sample taken next to it
                 "ratio_p20": _quantile(ratios, 0.2),
                 "ratio_p80": _quantile(ratios, 0.8),
                 "samples": len(samples[n]),
@@ -263,7 +264,7 @@ def select(cases: list[HostCase], patterns: str | None) -> list[HostCase]:
 def markdown(rows: list[dict]) -> str:
     """One line per case: baseline and fused per-call thread time, the ratio and its p20-p80 band."""
     lines = [
-        "| case | mode | baseline us | fused us | fused / baseline | p20-p80 of paired ratios |",
+        "| case | mode | baseline us | fused us | fused / baseline (median of paired ratios) | p20-p80 |",
         "|---|---|---|---|---|---|",
     ]
     by_case: dict[tuple, list[dict]] = {}
