@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bvae.bench import summary_markdown  # noqa: E402
+from bvae.bench_host import markdown as host_markdown  # noqa: E402
 
 BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
 
@@ -64,8 +65,31 @@ def render(paths: list[Path]) -> str:
             rel = path.resolve().relative_to(ROOT)
         except ValueError:
             rel = path
-        lines.append(summary_markdown(result, title=f"{result['meta'].get('device_name')} — `{rel}`"))
+        title = f"{result['meta'].get('device_name')} — `{rel}`"
+        lines.append(host_summary(result, title) if is_host(result) else summary_markdown(result, title=title))
     return "\n".join(lines).rstrip() + "\n"
+
+
+def is_host(result: dict) -> bool:
+    """A `bvae bench --host` result (thread CPU time per call) rather than a timing run."""
+    return result["meta"].get("clock") == "thread_time"
+
+
+def host_summary(result: dict, title: str) -> str:
+    meta = result["meta"]
+    return "\n".join(
+        [
+            f"### Host time per call — {title}",
+            "",
+            f"{meta.get('device_name')}, torch {meta.get('torch_version')}, {meta.get('date')}, "
+            f"{meta.get('torch_threads')} torch thread; command `{meta.get('command')}`. Thread CPU time per call on "
+            f"tiny tensors ({meta.get('rounds')} interleaved samples per variant), fused against the eager chain "
+            'that computes the same function (the train steps: the default backend against `backend="torch"`).',
+            "",
+            host_markdown(result["rows"]),
+            "",
+        ]
+    )
 
 
 def write_readme(readme: Path, section: str) -> None:
