@@ -15,7 +15,7 @@
 //   input's dtype, as eager pointwise ops do under autocast.
 // Forward-mode AD (jvp) is refused with an error rather than answered with a silent zero tangent.
 #include <ATen/autocast_mode.h>
-#include <torch/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include "bvae.h"
 
@@ -59,17 +59,16 @@ using LinRevFwdSig = Tensor2(const Tensor&, const Tensor&, const OptTensor&, con
 using LinRevBwdSig = Tensor4(const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, double,
                              double, double, Mask4);
 
-template <Impl I>
+// The op handles of one family, looked up once. The family is a run-time value inside the autograd Functions
+// (one set of Function classes serves both: half the template instances, and half the compile time).
 struct Ops {
+  explicit Ops(const char* prefix) : prefix_(prefix) {}
   template <typename Sig>
-  static c10::TypedOperatorHandle<Sig> find(const char* name) {
-    const std::string qualified = std::string(I == Impl::kTriton ? "bvae::triton_" : "bvae::") + name;
+  c10::TypedOperatorHandle<Sig> find(const char* name) const {
+    const std::string qualified = std::string("bvae::") + prefix_ + name;
     return c10::Dispatcher::singleton().findSchemaOrThrow(qualified.c_str(), "").typed<Sig>();
   }
-  static const Ops& get() {
-    static const Ops ops;
-    return ops;
-  }
+  const char* prefix_;
   c10::TypedOperatorHandle<GnovaSig> gnova = find<GnovaSig>("gnova");
   c10::TypedOperatorHandle<GnovaBwdSig> gnova_bwd = find<GnovaBwdSig>("gnova_bwd");
   c10::TypedOperatorHandle<ConvSig> bi_conv2d = find<ConvSig>("bi_conv2d");
@@ -85,6 +84,16 @@ struct Ops {
   c10::TypedOperatorHandle<LinRevFwdSig> bi_linear_reverse_fwd = find<LinRevFwdSig>("bi_linear_reverse_fwd");
   c10::TypedOperatorHandle<LinRevBwdSig> bi_linear_reverse_bwd = find<LinRevBwdSig>("bi_linear_reverse_bwd");
 };
+
+const Ops& ops(Impl impl) {
+  static const Ops compiled(""), triton("triton_");
+  return impl == Impl::kTriton ? triton : compiled;
+}
+
+template <Impl I>
+const Ops& ops() {
+  return ops(I);
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // helpers
@@ -188,18 +197,19 @@ Tensor conv_reverse_pre(const Tensor& z, const Tensor& w, const OptTensor& b, co
 // ---------------------------------------------------------------------------------------------------------
 // gnova
 // ---------------------------------------------------------------------------------------------------------
-template <Impl I>
-struct GnovaFn : public Function<GnovaFn<I>> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& u, double alpha, double beta, double gamma) {
+struct GnovaFn : public Function<GnovaFn> {
+  static Tensor forward(AutogradContext* ctx, Impl impl, const Tensor& u, double alpha, double beta, double gamma) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->save_for_backward({u});
     ctx->saved_data["act"] = std::vector<double>{alpha, beta, gamma};
-    return Ops<I>::get().gnova.call(u, alpha, beta, gamma);
+    ctx->saved_data["impl"] = static_cast<int64_t>(impl);
+    return ops(impl).gnova.call(u, alpha, beta, gamma);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto impl = static_cast<Impl>(ctx->saved_data["impl"].toInt());
     const auto act = ctx->saved_data["act"].toDoubleVector();
     const auto u = ctx->get_saved_variables()[0];
-    return {Ops<I>::get().gnova_bwd.call(grads[0], u, act[0], act[1], act[2]), Tensor(), Tensor(), Tensor()};
+    return {Tensor(), ops(impl).gnova_bwd.call(grads[0], u, act[0], act[1], act[2]), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -208,9 +218,9 @@ Tensor gnova_autograd(const Tensor& u, double alpha, double beta, double gamma) 
   refuse_forward_ad("gnova", u);
   if (!any_requires_grad(u)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return Ops<I>::get().gnova.call(u, alpha, beta, gamma);
+    return ops(I).gnova.call(u, alpha, beta, gamma);
   }
-  return GnovaFn<I>::apply(u, alpha, beta, gamma);
+  return GnovaFn::apply(I, u, alpha, beta, gamma);
 }
 
 template <Impl I>
@@ -218,7 +228,7 @@ Tensor gnova_bwd_autograd(const Tensor& grad, const Tensor& u, double alpha, dou
   refuse_forward_ad("gnova_bwd", grad, u);
   if (!any_requires_grad(grad, u)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return Ops<I>::get().gnova_bwd.call(grad, u, alpha, beta, gamma);
+    return ops(I).gnova_bwd.call(grad, u, alpha, beta, gamma);
   }
   check_float("gnova_bwd", u, "u");
   check_grad("gnova_bwd", grad, u, u, "u", u.sizes(), {alpha, beta, gamma});
@@ -228,23 +238,24 @@ Tensor gnova_bwd_autograd(const Tensor& grad, const Tensor& u, double alpha, dou
 // ---------------------------------------------------------------------------------------------------------
 // bi_conv2d (forward direction)
 // ---------------------------------------------------------------------------------------------------------
-template <Impl I, bool kWithU>
-struct BiConv2dFn : public Function<BiConv2dFn<I, kWithU>> {
+template <bool kWithU>
+struct BiConv2dFn : public Function<BiConv2dFn<kWithU>> {
   using Out = std::conditional_t<kWithU, variable_list, Tensor>;
-  static Out forward(AutogradContext* ctx, const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
+  static Out forward(AutogradContext* ctx, Impl impl, const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
                      IntArrayRef padding, double alpha, double beta, double gamma) {
     at::AutoDispatchBelowADInplaceOrView guard;
     const ActParams act{alpha, beta, gamma};
     Tensor y, u;
     if (act.constant_slope() && !kWithU) {
-      y = Ops<I>::get().bi_conv2d.call(x, w, b, stride, padding, alpha, beta, gamma);
+      y = ops(impl).bi_conv2d.call(x, w, b, stride, padding, alpha, beta, gamma);
     } else {
-      std::tie(y, u) = Ops<I>::get().bi_conv2d_fwd.call(x, w, b, stride, padding, alpha, beta, gamma);
+      std::tie(y, u) = ops(impl).bi_conv2d_fwd.call(x, w, b, stride, padding, alpha, beta, gamma);
     }
     ctx->set_materialize_grads(false);
     ctx->save_for_backward({x, w, b.value_or(Tensor()), act.constant_slope() ? Tensor() : u});
     ctx->saved_data["ints"] = std::vector<int64_t>{stride[0], stride[1], padding[0], padding[1]};
     ctx->saved_data["act"] = std::vector<double>{alpha, beta, gamma};
+    ctx->saved_data["impl"] = static_cast<int64_t>(impl);
     if constexpr (kWithU) {
       ctx->mark_non_differentiable({u});
       return {y, u};
@@ -253,8 +264,9 @@ struct BiConv2dFn : public Function<BiConv2dFn<I, kWithU>> {
     }
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list out(8);
+    variable_list out(9);  // one per forward argument, the family first
     if (!grads[0].defined()) return out;
+    const auto impl = static_cast<Impl>(ctx->saved_data["impl"].toInt());
     const auto saved = ctx->get_saved_variables();
     const Tensor &x = saved[0], &w = saved[1], &b = saved[2];
     const auto ints = ctx->saved_data["ints"].toIntVector();
@@ -264,8 +276,8 @@ struct BiConv2dFn : public Function<BiConv2dFn<I, kWithU>> {
     const Mask3 mask{edges.needs(ctx, 0), edges.needs(ctx, 1), edges.needs(ctx, 2)};
     OptTensor u = opt(saved[3]);
     if (at::GradMode::is_enabled() && u.has_value()) u = conv_pre(x, w, opt(b), stride, padding);
-    std::tie(out[0], out[1], out[2]) =
-        Ops<I>::get().bi_conv2d_bwd.call(grads[0], x, w, u, stride, padding, a[0], a[1], a[2], mask);
+    std::tie(out[1], out[2], out[3]) =
+        ops(impl).bi_conv2d_bwd.call(grads[0], x, w, u, stride, padding, a[0], a[1], a[2], mask);
     return out;
   }
 };
@@ -276,9 +288,9 @@ Tensor bi_conv2d_autograd(const Tensor& x, const Tensor& w, const OptTensor& b, 
   refuse_forward_ad("bi_conv2d", x, w, b);
   if (!any_requires_grad(x, w, b)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return Ops<I>::get().bi_conv2d.call(x, w, b, stride, padding, alpha, beta, gamma);
+    return ops(I).bi_conv2d.call(x, w, b, stride, padding, alpha, beta, gamma);
   }
-  return BiConv2dFn<I, false>::apply(x, w, b, stride, padding, alpha, beta, gamma);
+  return BiConv2dFn<false>::apply(I, x, w, b, stride, padding, alpha, beta, gamma);
 }
 
 template <Impl I>
@@ -287,9 +299,9 @@ Tensor2 bi_conv2d_fwd_autograd(const Tensor& x, const Tensor& w, const OptTensor
   refuse_forward_ad("bi_conv2d_fwd", x, w, b);
   if (!any_requires_grad(x, w, b)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return Ops<I>::get().bi_conv2d_fwd.call(x, w, b, stride, padding, alpha, beta, gamma);
+    return ops(I).bi_conv2d_fwd.call(x, w, b, stride, padding, alpha, beta, gamma);
   }
-  auto out = BiConv2dFn<I, true>::apply(x, w, b, stride, padding, alpha, beta, gamma);
+  auto out = BiConv2dFn<true>::apply(I, x, w, b, stride, padding, alpha, beta, gamma);
   return {out[0], out[1]};
 }
 
@@ -300,7 +312,7 @@ Tensor3 bi_conv2d_bwd_autograd(const Tensor& grad, const Tensor& x, const Tensor
   refuse_forward_ad("bi_conv2d_bwd", grad, x, w, u);
   if (!any_requires_grad(grad, x, w, u)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return Ops<I>::get().bi_conv2d_bwd.call(grad, x, w, u, stride, padding, alpha, beta, gamma, mask);
+    return ops(I).bi_conv2d_bwd.call(grad, x, w, u, stride, padding, alpha, beta, gamma, mask);
   }
   const ActParams act{alpha, beta, gamma};
   const auto out = check_bi_conv2d(x, w, std::nullopt, stride, padding);
@@ -313,26 +325,27 @@ Tensor3 bi_conv2d_bwd_autograd(const Tensor& grad, const Tensor& x, const Tensor
 // ---------------------------------------------------------------------------------------------------------
 // bi_conv2d_reverse (reverse direction, optional reverse scale)
 // ---------------------------------------------------------------------------------------------------------
-template <Impl I, bool kWithU>
-struct BiConv2dReverseFn : public Function<BiConv2dReverseFn<I, kWithU>> {
+template <bool kWithU>
+struct BiConv2dReverseFn : public Function<BiConv2dReverseFn<kWithU>> {
   using Out = std::conditional_t<kWithU, variable_list, Tensor>;
-  static Out forward(AutogradContext* ctx, const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
+  static Out forward(AutogradContext* ctx, Impl impl, const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
                      IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, double alpha, double beta,
                      double gamma) {
     at::AutoDispatchBelowADInplaceOrView guard;
     const ActParams act{alpha, beta, gamma};
     Tensor y, u;
     if (act.constant_slope() && !kWithU) {
-      y = Ops<I>::get().bi_conv2d_reverse.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma);
+      y = ops(impl).bi_conv2d_reverse.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma);
     } else {
       std::tie(y, u) =
-          Ops<I>::get().bi_conv2d_reverse_fwd.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma);
+          ops(impl).bi_conv2d_reverse_fwd.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma);
     }
     ctx->set_materialize_grads(false);
     ctx->save_for_backward({z, w, b.value_or(Tensor()), s.value_or(Tensor()), act.constant_slope() ? Tensor() : u});
     ctx->saved_data["ints"] = std::vector<int64_t>{stride[0],  stride[1],         padding[0],
                                                    padding[1], output_padding[0], output_padding[1]};
     ctx->saved_data["act"] = std::vector<double>{alpha, beta, gamma};
+    ctx->saved_data["impl"] = static_cast<int64_t>(impl);
     if constexpr (kWithU) {
       ctx->mark_non_differentiable({u});
       return {y, u};
@@ -341,8 +354,9 @@ struct BiConv2dReverseFn : public Function<BiConv2dReverseFn<I, kWithU>> {
     }
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list out(10);
+    variable_list out(11);  // one per forward argument, the family first
     if (!grads[0].defined()) return out;
+    const auto impl = static_cast<Impl>(ctx->saved_data["impl"].toInt());
     const auto saved = ctx->get_saved_variables();
     const Tensor &z = saved[0], &w = saved[1], &b = saved[2], &s = saved[3];
     const auto ints = ctx->saved_data["ints"].toIntVector();
@@ -354,7 +368,7 @@ struct BiConv2dReverseFn : public Function<BiConv2dReverseFn<I, kWithU>> {
     if (at::GradMode::is_enabled() && u.has_value()) {
       u = conv_reverse_pre(z, w, opt(b), opt(s), stride, padding, output_padding);
     }
-    std::tie(out[0], out[1], out[2], out[3]) = Ops<I>::get().bi_conv2d_reverse_bwd.call(
+    std::tie(out[1], out[2], out[3], out[4]) = ops(impl).bi_conv2d_reverse_bwd.call(
         grads[0], z, w, u, opt(s), stride, padding, output_padding, a[0], a[1], a[2], mask);
     return out;
   }
@@ -367,9 +381,9 @@ Tensor bi_conv2d_reverse_autograd(const Tensor& z, const Tensor& w, const OptTen
   refuse_forward_ad("bi_conv2d_reverse", z, w, b, s);
   if (!any_requires_grad(z, w, b, s)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return Ops<I>::get().bi_conv2d_reverse.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma);
+    return ops(I).bi_conv2d_reverse.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma);
   }
-  return BiConv2dReverseFn<I, false>::apply(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma);
+  return BiConv2dReverseFn<false>::apply(I, z, w, b, s, stride, padding, output_padding, alpha, beta, gamma);
 }
 
 template <Impl I>
@@ -379,9 +393,9 @@ Tensor2 bi_conv2d_reverse_fwd_autograd(const Tensor& z, const Tensor& w, const O
   refuse_forward_ad("bi_conv2d_reverse_fwd", z, w, b, s);
   if (!any_requires_grad(z, w, b, s)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return Ops<I>::get().bi_conv2d_reverse_fwd.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma);
+    return ops(I).bi_conv2d_reverse_fwd.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma);
   }
-  auto out = BiConv2dReverseFn<I, true>::apply(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma);
+  auto out = BiConv2dReverseFn<true>::apply(I, z, w, b, s, stride, padding, output_padding, alpha, beta, gamma);
   return {out[0], out[1]};
 }
 
@@ -393,7 +407,7 @@ Tensor4 bi_conv2d_reverse_bwd_autograd(const Tensor& grad, const Tensor& z, cons
   refuse_forward_ad("bi_conv2d_reverse_bwd", grad, z, w, u, s);
   if (!any_requires_grad(grad, z, w, u, s)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return Ops<I>::get().bi_conv2d_reverse_bwd.call(grad, z, w, u, s, stride, padding, output_padding, alpha, beta,
+    return ops(I).bi_conv2d_reverse_bwd.call(grad, z, w, u, s, stride, padding, output_padding, alpha, beta,
                                                     gamma, mask);
   }
   const ActParams act{alpha, beta, gamma};
@@ -405,22 +419,23 @@ Tensor4 bi_conv2d_reverse_bwd_autograd(const Tensor& grad, const Tensor& z, cons
 // ---------------------------------------------------------------------------------------------------------
 // bi_linear (forward direction) and bi_linear_reverse (reverse direction, optional reverse scale)
 // ---------------------------------------------------------------------------------------------------------
-template <Impl I, bool kWithU>
-struct BiLinearFn : public Function<BiLinearFn<I, kWithU>> {
+template <bool kWithU>
+struct BiLinearFn : public Function<BiLinearFn<kWithU>> {
   using Out = std::conditional_t<kWithU, variable_list, Tensor>;
-  static Out forward(AutogradContext* ctx, const Tensor& x, const Tensor& w, const OptTensor& b, double alpha,
+  static Out forward(AutogradContext* ctx, Impl impl, const Tensor& x, const Tensor& w, const OptTensor& b, double alpha,
                      double beta, double gamma) {
     at::AutoDispatchBelowADInplaceOrView guard;
     const ActParams act{alpha, beta, gamma};
     Tensor y, u;
     if (act.constant_slope() && !kWithU) {
-      y = Ops<I>::get().bi_linear.call(x, w, b, alpha, beta, gamma);
+      y = ops(impl).bi_linear.call(x, w, b, alpha, beta, gamma);
     } else {
-      std::tie(y, u) = Ops<I>::get().bi_linear_fwd.call(x, w, b, alpha, beta, gamma);
+      std::tie(y, u) = ops(impl).bi_linear_fwd.call(x, w, b, alpha, beta, gamma);
     }
     ctx->set_materialize_grads(false);
     ctx->save_for_backward({x, w, b.value_or(Tensor()), act.constant_slope() ? Tensor() : u});
     ctx->saved_data["act"] = std::vector<double>{alpha, beta, gamma};
+    ctx->saved_data["impl"] = static_cast<int64_t>(impl);
     if constexpr (kWithU) {
       ctx->mark_non_differentiable({u});
       return {y, u};
@@ -429,8 +444,9 @@ struct BiLinearFn : public Function<BiLinearFn<I, kWithU>> {
     }
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list out(6);
+    variable_list out(7);  // one per forward argument, the family first
     if (!grads[0].defined()) return out;
+    const auto impl = static_cast<Impl>(ctx->saved_data["impl"].toInt());
     const auto saved = ctx->get_saved_variables();
     const Tensor &x = saved[0], &w = saved[1], &b = saved[2];
     const auto a = ctx->saved_data["act"].toDoubleVector();
@@ -438,7 +454,7 @@ struct BiLinearFn : public Function<BiLinearFn<I, kWithU>> {
     const Mask3 mask{edges.needs(ctx, 0), edges.needs(ctx, 1), edges.needs(ctx, 2)};
     OptTensor u = opt(saved[3]);
     if (at::GradMode::is_enabled() && u.has_value()) u = at::linear(x, w, opt(b));
-    std::tie(out[0], out[1], out[2]) = Ops<I>::get().bi_linear_bwd.call(grads[0], x, w, u, a[0], a[1], a[2], mask);
+    std::tie(out[1], out[2], out[3]) = ops(impl).bi_linear_bwd.call(grads[0], x, w, u, a[0], a[1], a[2], mask);
     return out;
   }
 };
@@ -449,9 +465,9 @@ Tensor bi_linear_autograd(const Tensor& x, const Tensor& w, const OptTensor& b, 
   refuse_forward_ad("bi_linear", x, w, b);
   if (!any_requires_grad(x, w, b)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return Ops<I>::get().bi_linear.call(x, w, b, alpha, beta, gamma);
+    return ops(I).bi_linear.call(x, w, b, alpha, beta, gamma);
   }
-  return BiLinearFn<I, false>::apply(x, w, b, alpha, beta, gamma);
+  return BiLinearFn<false>::apply(I, x, w, b, alpha, beta, gamma);
 }
 
 template <Impl I>
@@ -460,9 +476,9 @@ Tensor2 bi_linear_fwd_autograd(const Tensor& x, const Tensor& w, const OptTensor
   refuse_forward_ad("bi_linear_fwd", x, w, b);
   if (!any_requires_grad(x, w, b)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return Ops<I>::get().bi_linear_fwd.call(x, w, b, alpha, beta, gamma);
+    return ops(I).bi_linear_fwd.call(x, w, b, alpha, beta, gamma);
   }
-  auto out = BiLinearFn<I, true>::apply(x, w, b, alpha, beta, gamma);
+  auto out = BiLinearFn<true>::apply(I, x, w, b, alpha, beta, gamma);
   return {out[0], out[1]};
 }
 
@@ -472,7 +488,7 @@ Tensor3 bi_linear_bwd_autograd(const Tensor& grad, const Tensor& x, const Tensor
   refuse_forward_ad("bi_linear_bwd", grad, x, w, u);
   if (!any_requires_grad(grad, x, w, u)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return Ops<I>::get().bi_linear_bwd.call(grad, x, w, u, alpha, beta, gamma, mask);
+    return ops(I).bi_linear_bwd.call(grad, x, w, u, alpha, beta, gamma, mask);
   }
   const ActParams act{alpha, beta, gamma};
   check_bi_linear("bi_linear_bwd", x, "x", w, std::nullopt, std::nullopt, false);
@@ -484,22 +500,23 @@ Tensor3 bi_linear_bwd_autograd(const Tensor& grad, const Tensor& x, const Tensor
   return {dx, dw, db};
 }
 
-template <Impl I, bool kWithU>
-struct BiLinearReverseFn : public Function<BiLinearReverseFn<I, kWithU>> {
+template <bool kWithU>
+struct BiLinearReverseFn : public Function<BiLinearReverseFn<kWithU>> {
   using Out = std::conditional_t<kWithU, variable_list, Tensor>;
-  static Out forward(AutogradContext* ctx, const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
+  static Out forward(AutogradContext* ctx, Impl impl, const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
                      double alpha, double beta, double gamma) {
     at::AutoDispatchBelowADInplaceOrView guard;
     const ActParams act{alpha, beta, gamma};
     Tensor y, u;
     if (act.constant_slope() && !kWithU) {
-      y = Ops<I>::get().bi_linear_reverse.call(z, w, b, s, alpha, beta, gamma);
+      y = ops(impl).bi_linear_reverse.call(z, w, b, s, alpha, beta, gamma);
     } else {
-      std::tie(y, u) = Ops<I>::get().bi_linear_reverse_fwd.call(z, w, b, s, alpha, beta, gamma);
+      std::tie(y, u) = ops(impl).bi_linear_reverse_fwd.call(z, w, b, s, alpha, beta, gamma);
     }
     ctx->set_materialize_grads(false);
     ctx->save_for_backward({z, w, b.value_or(Tensor()), s.value_or(Tensor()), act.constant_slope() ? Tensor() : u});
     ctx->saved_data["act"] = std::vector<double>{alpha, beta, gamma};
+    ctx->saved_data["impl"] = static_cast<int64_t>(impl);
     if constexpr (kWithU) {
       ctx->mark_non_differentiable({u});
       return {y, u};
@@ -508,8 +525,9 @@ struct BiLinearReverseFn : public Function<BiLinearReverseFn<I, kWithU>> {
     }
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list out(7);
+    variable_list out(8);  // one per forward argument, the family first
     if (!grads[0].defined()) return out;
+    const auto impl = static_cast<Impl>(ctx->saved_data["impl"].toInt());
     const auto saved = ctx->get_saved_variables();
     const Tensor &z = saved[0], &w = saved[1], &b = saved[2], &s = saved[3];
     const auto a = ctx->saved_data["act"].toDoubleVector();
@@ -517,8 +535,8 @@ struct BiLinearReverseFn : public Function<BiLinearReverseFn<I, kWithU>> {
     const Mask4 mask{edges.needs(ctx, 0), edges.needs(ctx, 1), edges.needs(ctx, 2), edges.needs(ctx, 3)};
     OptTensor u = opt(saved[4]);
     if (at::GradMode::is_enabled() && u.has_value()) u = reverse_scaled(at::matmul(z, w), opt(b), opt(s), z.dim() - 1);
-    std::tie(out[0], out[1], out[2], out[3]) =
-        Ops<I>::get().bi_linear_reverse_bwd.call(grads[0], z, w, u, opt(s), a[0], a[1], a[2], mask);
+    std::tie(out[1], out[2], out[3], out[4]) =
+        ops(impl).bi_linear_reverse_bwd.call(grads[0], z, w, u, opt(s), a[0], a[1], a[2], mask);
     return out;
   }
 };
@@ -529,9 +547,9 @@ Tensor bi_linear_reverse_autograd(const Tensor& z, const Tensor& w, const OptTen
   refuse_forward_ad("bi_linear_reverse", z, w, b, s);
   if (!any_requires_grad(z, w, b, s)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return Ops<I>::get().bi_linear_reverse.call(z, w, b, s, alpha, beta, gamma);
+    return ops(I).bi_linear_reverse.call(z, w, b, s, alpha, beta, gamma);
   }
-  return BiLinearReverseFn<I, false>::apply(z, w, b, s, alpha, beta, gamma);
+  return BiLinearReverseFn<false>::apply(I, z, w, b, s, alpha, beta, gamma);
 }
 
 template <Impl I>
@@ -540,9 +558,9 @@ Tensor2 bi_linear_reverse_fwd_autograd(const Tensor& z, const Tensor& w, const O
   refuse_forward_ad("bi_linear_reverse_fwd", z, w, b, s);
   if (!any_requires_grad(z, w, b, s)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return Ops<I>::get().bi_linear_reverse_fwd.call(z, w, b, s, alpha, beta, gamma);
+    return ops(I).bi_linear_reverse_fwd.call(z, w, b, s, alpha, beta, gamma);
   }
-  auto out = BiLinearReverseFn<I, true>::apply(z, w, b, s, alpha, beta, gamma);
+  auto out = BiLinearReverseFn<true>::apply(I, z, w, b, s, alpha, beta, gamma);
   return {out[0], out[1]};
 }
 
@@ -552,7 +570,7 @@ Tensor4 bi_linear_reverse_bwd_autograd(const Tensor& grad, const Tensor& z, cons
   refuse_forward_ad("bi_linear_reverse_bwd", grad, z, w, u, s);
   if (!any_requires_grad(grad, z, w, u, s)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return Ops<I>::get().bi_linear_reverse_bwd.call(grad, z, w, u, s, alpha, beta, gamma, mask);
+    return ops(I).bi_linear_reverse_bwd.call(grad, z, w, u, s, alpha, beta, gamma, mask);
   }
   const ActParams act{alpha, beta, gamma};
   check_bi_linear("bi_linear_reverse_bwd", z, "z", w, std::nullopt, s, true);
@@ -578,44 +596,44 @@ struct AutocastOps {
   static Tensor bi_conv2d(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
                           IntArrayRef padding, double a, double be, double g) {
     Autocast<D> cast;
-    return Ops<I>::get().bi_conv2d.call(cast(x), cast(w), cast(b), stride, padding, a, be, g);
+    return ops(I).bi_conv2d.call(cast(x), cast(w), cast(b), stride, padding, a, be, g);
   }
   static Tensor2 bi_conv2d_fwd(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
                                IntArrayRef padding, double a, double be, double g) {
     Autocast<D> cast;
-    return Ops<I>::get().bi_conv2d_fwd.call(cast(x), cast(w), cast(b), stride, padding, a, be, g);
+    return ops(I).bi_conv2d_fwd.call(cast(x), cast(w), cast(b), stride, padding, a, be, g);
   }
   static Tensor bi_conv2d_reverse(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
                                   IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, double a,
                                   double be, double g) {
     Autocast<D> cast;
-    return Ops<I>::get().bi_conv2d_reverse.call(cast(z), cast(w), cast(b), s, stride, padding, output_padding, a, be,
+    return ops(I).bi_conv2d_reverse.call(cast(z), cast(w), cast(b), s, stride, padding, output_padding, a, be,
                                                 g);
   }
   static Tensor2 bi_conv2d_reverse_fwd(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
                                        IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, double a,
                                        double be, double g) {
     Autocast<D> cast;
-    return Ops<I>::get().bi_conv2d_reverse_fwd.call(cast(z), cast(w), cast(b), s, stride, padding, output_padding, a,
+    return ops(I).bi_conv2d_reverse_fwd.call(cast(z), cast(w), cast(b), s, stride, padding, output_padding, a,
                                                     be, g);
   }
   static Tensor bi_linear(const Tensor& x, const Tensor& w, const OptTensor& b, double a, double be, double g) {
     Autocast<D> cast;
-    return Ops<I>::get().bi_linear.call(cast(x), cast(w), cast(b), a, be, g);
+    return ops(I).bi_linear.call(cast(x), cast(w), cast(b), a, be, g);
   }
   static Tensor2 bi_linear_fwd(const Tensor& x, const Tensor& w, const OptTensor& b, double a, double be, double g) {
     Autocast<D> cast;
-    return Ops<I>::get().bi_linear_fwd.call(cast(x), cast(w), cast(b), a, be, g);
+    return ops(I).bi_linear_fwd.call(cast(x), cast(w), cast(b), a, be, g);
   }
   static Tensor bi_linear_reverse(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s, double a,
                                   double be, double g) {
     Autocast<D> cast;
-    return Ops<I>::get().bi_linear_reverse.call(cast(z), cast(w), cast(b), s, a, be, g);
+    return ops(I).bi_linear_reverse.call(cast(z), cast(w), cast(b), s, a, be, g);
   }
   static Tensor2 bi_linear_reverse_fwd(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
                                        double a, double be, double g) {
     Autocast<D> cast;
-    return Ops<I>::get().bi_linear_reverse_fwd.call(cast(z), cast(w), cast(b), s, a, be, g);
+    return ops(I).bi_linear_reverse_fwd.call(cast(z), cast(w), cast(b), s, a, be, g);
   }
 
   static void register_all(torch::Library& m, const std::string& prefix) {

@@ -111,9 +111,15 @@ def _backends_under_test() -> list[Backend]:
 BACKENDS_UNDER_TEST = _backends_under_test()
 
 
-def backend_dtype_params() -> list:
-    """pytest params (backend, dtype) for every backend under test and each dtype it serves."""
-    return [pytest.param(b, d, id=f"{b.name}-{str(d)[6:]}") for b in BACKENDS_UNDER_TEST for d in b.dtypes]
+def backend_dtype_params(interp_dtypes: tuple[torch.dtype, ...] | None = None) -> list:
+    """pytest params (backend, dtype) for every backend under test and each dtype it serves (only
+    `interp_dtypes` under the Triton interpreter, where a test's dtype does not change what it checks)."""
+    return [
+        pytest.param(b, d, id=f"{b.name}-{str(d)[6:]}")
+        for b in BACKENDS_UNDER_TEST
+        for d in b.dtypes
+        if interp_dtypes is None or not interpreted(b) or d in interp_dtypes
+    ]
 
 
 def backend_params(float64: bool = False) -> list:

@@ -13,11 +13,12 @@ NAMES = ["inp", "weight", "bias"]
 
 def reference_params(reverse: bool) -> list:
     """(backend, dtype, case, layout) params: the whole table in every layout on the compiled backends; the
-    interpreter's cases in the two layouts a model uses."""
+    interpreter's cases in the layouts a model uses."""
     params = []
     for b in BACKENDS_UNDER_TEST:
-        layouts = ("contiguous", "channels_last") if interpreted(b) else LAYOUTS
         for d in b.dtypes:
+            # the interpreter: fp32 in both layouts a model uses, fp16 in the GPU's (channels_last)
+            layouts = LAYOUTS if not interpreted(b) else ("contiguous",) * (d == torch.float32) + ("channels_last",)
             for c in conv_cases(reverse, interp_only=interpreted(b)):
                 params += [pytest.param(b, d, c, lay, id=f"{b.name}-{str(d)[6:]}-{c}-{lay}") for lay in layouts]
     return params

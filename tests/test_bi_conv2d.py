@@ -21,7 +21,7 @@ def test_matches_reference(backend, dtype: torch.dtype, case: ConvCase, layout: 
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS, ids=ACTIVATION_IDS)
-@pytest.mark.parametrize(("backend", "dtype"), backend_dtype_params())
+@pytest.mark.parametrize(("backend", "dtype"), backend_dtype_params(interp_dtypes=(torch.float32,)))
 def test_activations(backend, dtype: torch.dtype, activation) -> None:
     suite.activations(REVERSE, backend, dtype, activation)
 
