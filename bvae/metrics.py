@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ._checks import non_negative
+from .objectives import randn
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -119,7 +120,7 @@ def importance_log_px(
     log_w = []
     for start in range(0, num_samples, chunk):
         k = min(chunk, num_samples - start)
-        eps = torch.randn((k, *mu.shape), device=mu.device, dtype=mu.dtype, generator=generator)
+        eps = randn((k, *mu.shape), mu.device, mu.dtype, generator)
         z = mu.unsqueeze(0) + std.unsqueeze(0) * eps  # [k, B, D]
         z_flat = z.reshape(k * batch, -1)
         x_rep = x.unsqueeze(0).expand(k, *x.shape).reshape(k * batch, *x.shape[1:])

@@ -43,7 +43,7 @@ from bvae_kernels.activation import IDENTITY, GNoVa
 from ._checks import non_negative, positive, positive_int
 from .blocks import BiFlatten, BiResBlock, BiSequential, layer_output_shape, reverse_layer
 from .layers import BiConv2d, BiLinear
-from .objectives import DEFAULT_GAUSSIAN_SIGMA, ModelOutput, get_objective
+from .objectives import DEFAULT_GAUSSIAN_SIGMA, ModelOutput, get_objective, randn
 
 # name -> (image shape, likelihood, architecture, default width, default hidden)
 DATASETS: dict[str, tuple[tuple[int, int, int], str, str, int, int]] = {
@@ -250,7 +250,7 @@ class _BaseVAE(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n images decoded from z ~ N(0, I)."""
         p = next(self.parameters())
-        z = torch.randn(n, self.latent_dim, generator=generator, device=p.device, dtype=p.dtype)
+        z = randn((n, self.latent_dim), p.device, p.dtype, generator)
         return self.decode(z)
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None, reg_weight: float = 1.0) -> ModelOutput:

@@ -94,6 +94,16 @@ def _output_activation(model: nn.Module, params: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(params) if model.likelihood == "bernoulli" else params
 
 
+def randn(
+    shape: tuple[int, ...], device: torch.device, dtype: torch.dtype, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Standard normal noise on `device`, drawn on the generator's own device when one is given (a seeded CPU
+    generator then gives the same numbers for a CPU and a CUDA model)."""
+    if generator is None:
+        return torch.randn(shape, device=device, dtype=dtype)
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+
+
 def _sample(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor:
     """Reparameterized z = mu + exp(logvar / 2) * eps."""
     if eps is None:

@@ -106,6 +106,32 @@ def test_nll_converges_to_closed_form_with_mismatched_q():
     assert est1000.mean().item() <= exact + 0.02
 
 
+def test_noise_is_drawn_on_the_generators_device(monkeypatch):
+    """A seeded CPU generator with a model on another device (CUDA): torch.randn refuses a generator of another
+    device type, so the noise is drawn on the generator's device and moved (same numbers on every device)."""
+    real = torch.randn
+
+    def strict(*args, generator=None, device=None, **kwargs):  # noqa: ANN002, ANN003, ANN202 - torch.randn's
+        where = torch.device(device if device is not None else "cpu")
+        if generator is not None and where.type != generator.device.type:
+            raise RuntimeError(f"Expected a '{where.type}' device type for generator")
+        return real(*args, generator=generator, device=device, **kwargs)
+
+    monkeypatch.setattr(torch, "randn", strict)
+    from bvae.objectives import randn
+
+    eps = randn((2, 3), torch.device("meta"), torch.float32, torch.Generator().manual_seed(0))
+    assert eps.device.type == "meta" and eps.shape == (2, 3)
+    want = real((2, 3), generator=torch.Generator().manual_seed(0))
+    same = randn((2, 3), torch.device("cpu"), torch.float32, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(same, want)
+    mu = torch.zeros(2, 3, device="meta")
+    est = metrics.importance_log_px(
+        mu, lambda x: (x, x), lambda x, z: z.sum(-1), 2, generator=torch.Generator().manual_seed(0)
+    )
+    assert est.device.type == "meta"
+
+
 def test_nll_rejects_bad_k():
     with pytest.raises(ValueError, match="num_samples"):
         metrics.importance_log_px(torch.zeros(1, 1, 1, 1), lambda x: (x, x), lambda x, z: x, num_samples=0)
