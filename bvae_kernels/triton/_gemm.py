@@ -117,8 +117,12 @@ def tile_ids(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: t
     return pid_m, pid_n
 
 
-def allow_tf32(dtype: torch.dtype) -> bool:
-    return dtype == torch.float32 and bool(torch.backends.cuda.matmul.allow_tf32)
+def allow_tf32(dtype: torch.dtype, dense: bool = False) -> bool:
+    """fp32 operands use tf32 under the flag that governs the ATen op a kernel replaces: cuDNN's for the convs
+    (torch.backends.cudnn.allow_tf32, on by default, as for F.conv2d), matmul's for the dense layers (off)."""
+    if dtype != torch.float32:
+        return False
+    return bool(torch.backends.cuda.matmul.allow_tf32 if dense else torch.backends.cudnn.allow_tf32)
 
 
 def act_args(act: tuple[float, float, float] | None) -> tuple[float, float, float]:

@@ -1,18 +1,26 @@
-"""Ahead-of-time compile every Triton kernel for sm_80 / sm_90 without a GPU, as a CI check.
+"""Ahead-of-time compile the Triton kernels for sm_80 / sm_90 without a GPU: registers, spills, shared memory,
+occupancy and compile time of every config a launcher can choose.
 
-    python -m bvae_kernels.triton.aot --arch 80 90            # every kernel (several minutes on 2 cores)
-    python -m bvae_kernels.triton.aot --arch 80 90 --quick    # each family once (the CI test)
+    python -m bvae_kernels.triton.aot --arch 80 90                 # every config of every family (minutes)
+    python -m bvae_kernels.triton.aot --arch 80 90 --quick         # each family's fixed config (the CI check)
+    python -m bvae_kernels.triton.aot --arch 80 90 --out DIR       # also DIR/aot.json and DIR/aot.md
 
-Uses triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", cap, 32)) (the
-API of Triton 3.6 through 3.9), prints a table (kernel, variant, arch, registers and spill-store bytes
-from ptxas -v on the PTX, shared memory, whether the PTX contains wgmma) and exits non-zero on any
-failure. The sm_90 GEMM kernels must lower their tl.dot to wgmma (a missing wgmma is a failure unless
---no-require-wgmma).
+Each kernel is compiled with triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget(...))
+(Triton 3.6 through 3.9) and the specialization a GPU launch of a BVAE layer gets from Triton's JIT: the integer
+arguments of a representative layer (256 x 64 x 14 x 14 channels_last in, 128 channels out, kernel 4, stride 2,
+a contiguous weight) turned into constants where they are 1 and divisibility hints where they are multiples of
+16, and every pointer 16-byte aligned. Without them the compiler sees no unit stride and no alignment, and the
+register counts are those of a kernel no launch runs.
+
+A row fails on a register spill, on a GEMM kernel for sm_90 whose PTX lacks wgmma where the tile can use it
+(16-bit or tf32 operands, BLOCK_M >= 64), and on a bandwidth-bound kernel above 64 registers per thread.
+Occupancy is resident warps per SM over the arch's 64, from registers, shared memory and the block size.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -22,193 +30,222 @@ import time
 from dataclasses import dataclass, field
 
 _FLOAT_ARGS = {"alpha", "beta", "gamma", "p_alpha", "p_beta", "p_gamma"}
-_TL_DTYPE = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32"}
+_TL_DTYPE = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32", "fp32-tf32": "fp32"}
+_SMEM_PER_SM = {80: 164 * 1024, 90: 228 * 1024}
+BANDWIDTH_MAX_REGS = 64
+
+# A representative BVAE layer: x [256, 64, 14, 14] channels_last -> y [256, 128, 7, 7], k=4, s=2, p=1.
+N, C_IN, C_OUT, H, W, K, S, P = 256, 64, 128, 14, 14, 4, 2, 1
+HO = WO = (H + 2 * P - K) // S + 1
+_CONV_INTS = dict(
+    NB=N, C_in=C_IN, H=H, W=W, C_out=C_OUT, Ho=HO, Wo=WO,
+    sxn=H * W * C_IN, sxc=1, sxh=W * C_IN, sxw=C_IN,
+    swo=C_IN * K * K, swi=K * K, swh=K, sww=1,
+    syn=HO * WO * C_OUT, syc=1, syh=WO * C_OUT, syw=C_OUT,
+    KH=K, KW=K, SH=S, SW=S, pad_h=P, pad_w=P,
+)  # fmt: skip
+_REVERSE_INTS = dict(
+    NB=N, C_z=C_OUT, Hz=HO, Wz=WO, C_o=C_IN, Ho=H, Wo=W,
+    szn=HO * WO * C_OUT, szc=1, szh=WO * C_OUT, szw=C_OUT,
+    swo=C_IN * K * K, swi=K * K, swh=K, sww=1,
+    syn=H * W * C_IN, syc=1, syh=W * C_IN, syw=C_IN,
+    KH=K, KW=K, SH=S, SW=S, pad_h=P, pad_w=P,
+)  # fmt: skip
+_WGRAD_INTS = dict(
+    NB=N, C_in=C_IN, H=H, W=W, C_out=C_OUT, Ho=HO, Wo=WO,
+    sxn=H * W * C_IN, sxc=1, sxh=W * C_IN, sxw=C_IN,
+    sdn=HO * WO * C_OUT, sdc=1, sdh=WO * C_OUT, sdw=C_OUT,
+    KH=K, KW=K, SH=S, SW=S, pad_h=P, pad_w=P, pix_per_split=256,
+)  # fmt: skip
+_BIAS_INTS = dict(
+    C=C_OUT, HW=HO * WO, W=WO, P=N * HO * WO, pix_per_split=256,
+    sgn=HO * WO * C_OUT, sgc=1, sgh=WO * C_OUT, sgw=C_OUT, sun=HO * WO * C_OUT, suc=1, suh=WO * C_OUT, suw=C_OUT,
+)  # fmt: skip
+_REDUCE_INTS = dict(E=C_OUT * C_IN * K * K, SPLITS=8, D1=C_IN, D2=K, D3=K, so0=C_IN * K * K, so1=K * K, so2=K, so3=1)
 
 
 @dataclass
 class Job:
     """One kernel specialization to compile."""
 
-    name: str
+    family: str
+    variant: str
     fn: object  # triton JITFunction
-    dtype: str
+    dtype: str  # bf16, fp16, fp32, fp32-tf32
     constexprs: dict
+    ints: dict
     num_warps: int = 4
     num_stages: int = 3
-    gemm: bool = False  # holds a tl.dot: sm_90 should use wgmma
+    gemm: bool = False  # holds a tl.dot: sm_90 should use wgmma where the tile allows it
+    bandwidth: bool = False  # a bandwidth-bound kernel: at most BANDWIDTH_MAX_REGS registers
     fp32_ptrs: tuple = ()
     result: dict = field(default_factory=dict)
 
+    @property
+    def config(self) -> str:
+        tile = "x".join(str(self.constexprs[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if k in self.constexprs)
+        for k in ("BLOCK_P", "BLOCK_C", "BLOCK"):
+            if k in self.constexprs:
+                tile += ("x" if tile else "") + str(self.constexprs[k])
+        return f"{tile} w{self.num_warps} s{self.num_stages}"
 
-def _signature(fn: object, dtype: str, constexprs: dict, fp32_ptrs: tuple) -> dict[str, str]:
+
+def _unwrap(fn: object) -> object:
+    from triton.runtime.jit import JITFunction
+
+    while not isinstance(fn, JITFunction):  # an Autotuner / heuristics wrapper
+        fn = fn.fn
+    return fn
+
+
+def specialization(fn: object, job: Job) -> tuple[dict, dict, dict]:
+    """(signature, constexprs, attrs) as Triton's JIT builds them for the job's integer arguments."""
+    consts = dict(job.constexprs)
+    attrs: dict = {}
+    names = fn.arg_names
+    for name, value in job.ints.items():
+        if value == 1:
+            consts[name] = 1
+        elif value % 16 == 0:
+            attrs[(names.index(name),)] = [["tt.divisibility", 16]]
     sig = {}
-    for param in fn.params:
+    for i, param in enumerate(fn.params):
         name = param.name
-        if param.is_constexpr or name in constexprs:
+        if param.is_constexpr or name in consts:
             sig[name] = "constexpr"
         elif name.endswith("_ptr"):
-            sig[name] = "*fp32" if name in fp32_ptrs else f"*{_TL_DTYPE[dtype]}"
+            sig[name] = "*fp32" if name in job.fp32_ptrs else f"*{_TL_DTYPE[job.dtype]}"
+            attrs[(i,)] = [["tt.divisibility", 16]]
         elif name in _FLOAT_ARGS:
             sig[name] = "fp32"
         else:
             sig[name] = "i32"
-    return sig
+    for p in fn.params:  # the kernel's own constexpr defaults (GROUP_M)
+        if p.is_constexpr and p.has_default:
+            consts.setdefault(p.name, p.default)
+    return sig, consts, attrs
 
 
-def _constexpr_defaults(fn: object) -> dict:
-    return {p.name: p.default for p in fn.params if p.is_constexpr and p.has_default}
+def _conv_jobs(dtype: str, rows: list, quick: bool) -> list[Job]:
+    from ._gemm import PRO_ACT_GRAD, PRO_NONE
+    from .bi_conv2d import _bi_conv2d_fwd_kernel
+    from .bi_conv2d_reverse import _bi_conv2d_reverse_fwd_kernel
 
-
-def quick_jobs(arch: int) -> list[Job]:
-    """A CI-sized subset (compiles in about a minute): each kernel family once, fp16, few taps."""
-    keep = {
-        ("conv2d dgrad-rev k3s1", "fp16"),
-        ("conv_transpose2d dgrad-fwd k3s2", "fp16"),
-        ("wgrad rev-dir atomic k3s2", "fp16"),
-        ("gnova fwd", "bf16"),
-        ("bias_grad", "fp32"),
-    }
-    jobs = [job for job in jobs_for_arch(arch) if (job.name, job.dtype) in keep]
-    for job in jobs:
-        if job.name.startswith("conv2d"):  # a 1x1 conv: one tap, same GEMM core and epilogue code
-            job.name = "conv2d dgrad-rev k1s1"
-            job.constexprs.update(KH=1, KW=1)
+    tf32 = dtype == "fp32-tf32"
+    forward = {"PROLOGUE": PRO_NONE.value, "HAS_SCALE": False, "HAS_BIAS": True, "APPLY_ACT": True, "STORE_U": True}
+    dgrad = {"PROLOGUE": PRO_ACT_GRAD.value, "HAS_SCALE": True, "HAS_BIAS": False, "APPLY_ACT": False}
+    dgrad["STORE_U"] = False
+    jobs = []
+    for m, n, k, warps, stages in rows:
+        tile = {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "ALLOW_TF32": tf32}
+        for family, fn, ints in (
+            ("bi_conv2d", _bi_conv2d_fwd_kernel, _CONV_INTS),
+            ("bi_conv2d_reverse", _bi_conv2d_reverse_fwd_kernel, _REVERSE_INTS),
+        ):
+            variants = (("fwd", {**forward, "HAS_SCALE": family == "bi_conv2d_reverse"}), ("dgrad", dgrad))
+            for variant, flags in variants[:1] if quick else variants:
+                jobs.append(
+                    Job(
+                        family,
+                        variant,
+                        _unwrap(fn),
+                        dtype,
+                        {**tile, **flags},
+                        ints,
+                        warps,
+                        stages,
+                        gemm=True,
+                        fp32_ptrs=("scale_ptr",),
+                    )
+                )
     return jobs
 
 
-def jobs_for_arch(arch: int) -> list[Job]:
-    """Representative specializations of every kernel at the arch's first (largest) tile config."""
-    from . import bi_conv2d, bi_conv2d_reverse, gnova, reductions, wgrad
+def _wgrad_jobs(dtype: str, rows: list, quick: bool) -> list[Job]:
     from ._gemm import PRO_ACT_GRAD, PRO_NONE
+    from .wgrad import _conv_wgrad_kernel
 
-    gemm = (
-        {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}
-        if arch >= 90
-        else {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}
+    tf32 = dtype == "fp32-tf32"
+    variants = (
+        ("forward direction", {"PRO_X": PRO_NONE.value, "PRO_D": PRO_ACT_GRAD.value, "ATOMIC": False}),
+        ("reverse direction, atomic", {"PRO_X": PRO_ACT_GRAD.value, "PRO_D": PRO_NONE.value, "ATOMIC": True}),
     )
-    warps = 8 if arch >= 90 else 4
-    wg = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}
-    pro_none, pro_grad = PRO_NONE.value, PRO_ACT_GRAD.value
-    common = {"HAS_SCALE": False, "HAS_BIAS": True, "APPLY_ACT": True, "STORE_U": True, "ALLOW_TF32": False}
-    jobs: list[Job] = []
-    for dtype in ("fp16", "bf16", "fp32"):
-        tf32 = {"ALLOW_TF32": dtype == "fp32"}
-        jobs.append(
-            Job(
-                "conv2d fwd k4s2",
-                bi_conv2d._bi_conv2d_fwd_kernel,
-                dtype,
-                {**common, **tf32, **gemm, "KH": 4, "KW": 4, "SH": 2, "SW": 2, "PROLOGUE": pro_none},
-                warps,
-                3,
-                gemm=True,
+    jobs = []
+    for m, n, k, warps, stages in rows:
+        tile = {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "ALLOW_TF32": tf32}
+        for variant, flags in variants[:1] if quick else variants:
+            fn = _unwrap(_conv_wgrad_kernel)
+            jobs.append(
+                Job(
+                    "wgrad",
+                    variant,
+                    fn,
+                    dtype,
+                    {**tile, **flags},
+                    _WGRAD_INTS,
+                    warps,
+                    stages,
+                    gemm=True,
+                    fp32_ptrs=("ws_ptr",),
+                )
             )
-        )
-        jobs.append(
-            Job(
-                "conv_transpose2d rev k4s2",
-                bi_conv2d_reverse._bi_conv2d_reverse_fwd_kernel,
-                dtype,
-                {**common, **tf32, **gemm, "KH": 4, "KW": 4, "SH": 2, "SW": 2, "PROLOGUE": pro_none, "HAS_SCALE": True},
-                warps,
-                3,
-                gemm=True,
-                fp32_ptrs=("scale_ptr",),
-            )
-        )
-        jobs.append(
-            Job(
-                "wgrad fwd-dir k4s2",
-                wgrad._conv_wgrad_kernel,
-                dtype,
-                {
-                    **wg,
-                    **tf32,
-                    "KH": 4,
-                    "KW": 4,
-                    "SH": 2,
-                    "SW": 2,
-                    "PRO_X": pro_none,
-                    "PRO_D": pro_grad,
-                    "ATOMIC": False,
-                },
-                4,
-                3,
-                gemm=True,
-                fp32_ptrs=("ws_ptr",),
-            )
-        )
-    # backward-only specializations (fp16): dgrad with the a'(u) prologue, reverse-direction wgrad, atomics
-    no_epi = {"HAS_SCALE": False, "HAS_BIAS": False, "APPLY_ACT": False, "STORE_U": False, "ALLOW_TF32": False}
-    jobs.append(
+    return jobs
+
+
+def _pointwise_jobs(dtype: str) -> list[Job]:
+    from .configs import POINTWISE_BLOCK
+    from .gnova import _gnova_bwd_kernel, _gnova_fwd_kernel
+    from .reductions import BIAS_BLOCK_C, BIAS_BLOCK_P, BIAS_WARPS, _bias_grad_kernel, _reduce_splits_kernel
+
+    block = {"BLOCK": POINTWISE_BLOCK}
+    numel = {"numel": 1 << 20}
+    return [
+        Job("gnova", "forward", _gnova_fwd_kernel, dtype, block, numel, 4, 1, bandwidth=True),
+        Job("gnova", "backward", _gnova_bwd_kernel, dtype, block, numel, 4, 1, bandwidth=True),
         Job(
-            "conv2d dgrad-rev k3s1",
-            bi_conv2d._bi_conv2d_fwd_kernel,
-            "fp16",
-            {**no_epi, **gemm, "KH": 3, "KW": 3, "SH": 1, "SW": 1, "PROLOGUE": pro_grad, "HAS_SCALE": True},
-            warps,
-            3,
-            gemm=True,
-            fp32_ptrs=("scale_ptr",),
-        )
-    )
-    jobs.append(
-        Job(
-            "conv_transpose2d dgrad-fwd k3s2",
-            bi_conv2d_reverse._bi_conv2d_reverse_fwd_kernel,
-            "fp16",
-            {**no_epi, **gemm, "KH": 3, "KW": 3, "SH": 2, "SW": 2, "PROLOGUE": pro_grad},
-            warps,
-            3,
-            gemm=True,
-        )
-    )
-    jobs.append(
-        Job(
-            "wgrad rev-dir atomic k3s2",
-            wgrad._conv_wgrad_kernel,
-            "fp16",
-            {
-                **wg,
-                "ALLOW_TF32": False,
-                "KH": 3,
-                "KW": 3,
-                "SH": 2,
-                "SW": 2,
-                "PRO_X": pro_grad,
-                "PRO_D": pro_none,
-                "ATOMIC": True,
-            },
-            4,
-            3,
-            gemm=True,
+            "bias_grad",
+            "g * a'(u)",
+            _bias_grad_kernel,
+            dtype,
+            {"HAS_U": True, "BLOCK_P": BIAS_BLOCK_P, "BLOCK_C": BIAS_BLOCK_C},
+            _BIAS_INTS,
+            BIAS_WARPS,
+            1,
+            bandwidth=True,
             fp32_ptrs=("ws_ptr",),
-        )
-    )
-    for dtype in ("fp16", "bf16", "fp32"):
-        jobs.append(Job("gnova fwd", gnova._gnova_fwd_kernel, dtype, {"BLOCK": 1024}))
-        jobs.append(Job("gnova bwd", gnova._gnova_bwd_kernel, dtype, {"BLOCK": 1024}))
-        jobs.append(
-            Job(
-                "bias_grad",
-                reductions._bias_grad_kernel,
-                dtype,
-                {"HAS_U": True, "BLOCK_P": 64, "BLOCK_C": 64},
-                fp32_ptrs=("ws_ptr",),
-            )
-        )
-        jobs.append(
-            Job(
-                "reduce_splits",
-                reductions._reduce_splits_kernel,
-                dtype,
-                {"HAS_SCALE": True, "BLOCK": 1024},
-                fp32_ptrs=("ws_ptr", "scale_ptr"),
-            )
-        )
-    for job in jobs:
-        for name, value in _constexpr_defaults(job.fn).items():
-            job.constexprs.setdefault(name, value)
+        ),
+        Job(
+            "reduce_splits",
+            "x e^s",
+            _reduce_splits_kernel,
+            dtype,
+            {"HAS_SCALE": True, **block},
+            _REDUCE_INTS,
+            4,
+            1,
+            bandwidth=True,
+            fp32_ptrs=("ws_ptr", "scale_ptr"),
+        ),
+    ]
+
+
+def jobs_for_arch(arch: int, quick: bool = False) -> list[Job]:
+    """Every config the launchers can choose on `arch` (quick: each family's fixed config) in every dtype."""
+    from .configs import FIXED_GPU, GEMM_TABLE, WGRAD_TABLE
+
+    bucket = 90 if arch >= 90 else 80
+    jobs: list[Job] = []
+    dtypes = ("bf16", "fp32", "fp32-tf32") if quick else ("bf16", "fp16", "fp32", "fp32-tf32")
+    for dtype in dtypes:
+        cls = "32bit" if dtype.startswith("fp32") else "16bit"
+        if quick:
+            gemm_rows, wgrad_rows = [FIXED_GPU["gemm"][cls]], [FIXED_GPU["wgrad"][cls]]
+        else:
+            gemm_rows = [r[:5] for r in GEMM_TABLE[cls] if bucket in r[5]]
+            wgrad_rows = [r[:5] for r in WGRAD_TABLE[cls] if bucket in r[5]]
+        jobs += _conv_jobs(dtype, gemm_rows, quick) + _wgrad_jobs(dtype, wgrad_rows, quick)
+        if dtype in ("bf16", "fp32"):
+            jobs += _pointwise_jobs(dtype)
     return jobs
 
 
@@ -240,99 +277,129 @@ def _ptxas_registers(ptx: str, arch: int) -> tuple[str, str]:
     return (regs[-1] if regs else "?"), (spills[-1] if spills else "?")
 
 
+def occupancy(regs: int, shared: int, warps: int, arch: int) -> float:
+    """Resident warps per SM / 64 (register file 64K, 2048 threads, 32 blocks, the arch's shared memory)."""
+    per_warp = ((regs + 7) // 8) * 8 * 32
+    blocks = min(32, 2048 // (32 * warps), 65536 // max(per_warp * warps, 1))
+    if shared:
+        blocks = min(blocks, _SMEM_PER_SM[90 if arch >= 90 else 80] // shared)
+    return blocks * warps / 64
+
+
+def wants_wgmma(job: Job, arch: int) -> bool:
+    return job.gemm and arch >= 90 and job.dtype != "fp32" and job.constexprs.get("BLOCK_M", 0) >= 64
+
+
 def compile_job(job: Job, arch: int) -> dict:
-    """Compiles one job; returns {ok, regs, shared, wgmma, seconds, error}."""
+    """Compiles one job; returns {ok, regs, spill, shared, occupancy, wgmma, seconds, error}."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from triton.runtime.jit import JITFunction
 
-    fn = job.fn
-    while not isinstance(fn, JITFunction):  # unwrap an Autotuner / heuristics wrapper
-        fn = fn.fn
+    fn = _unwrap(job.fn)
     start = time.time()
     try:
-        src = ASTSource(
-            fn=fn, signature=_signature(fn, job.dtype, job.constexprs, job.fp32_ptrs), constexprs=job.constexprs
-        )
+        sig, consts, attrs = specialization(fn, job)
+        src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
         compiled = triton.compile(
             src, target=GPUTarget("cuda", arch, 32), options={"num_warps": job.num_warps, "num_stages": job.num_stages}
         )
-        ptx = compiled.asm["ptx"]
-        regs, spill = _ptxas_registers(ptx, arch)
-        return {
-            "ok": True,
-            "regs": regs,
-            "spill": spill,
-            "shared": getattr(compiled.metadata, "shared", "?"),
-            "wgmma": "wgmma" in ptx,
-            "mma": "mma" in ptx,
-            "seconds": time.time() - start,
-            "ptx": ptx,
-        }
     except Exception as exc:  # noqa: BLE001 - every failure is reported in the table
-        return {
-            "ok": False,
-            "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
-            "seconds": time.time() - start,
-        }
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        return {"ok": False, "error": f"{type(exc).__name__}: {first}", "seconds": time.time() - start}
+    ptx = compiled.asm["ptx"]
+    regs, spill = _ptxas_registers(ptx, arch)
+    shared = int(getattr(compiled.metadata, "shared", 0) or 0)
+    res = {
+        "ok": True,
+        "regs": regs,
+        "spill": spill,
+        "shared": shared,
+        "occupancy": occupancy(int(regs), shared, job.num_warps, arch) if regs != "?" else None,
+        "wgmma": "wgmma" in ptx,
+        "seconds": time.time() - start,
+        "ptx": ptx,
+    }
+    problems = []
+    if spill not in ("0", "?"):
+        problems.append(f"spills {spill} bytes")
+    if wants_wgmma(job, arch) and not res["wgmma"]:
+        problems.append("no wgmma in the sm_90 PTX")
+    if job.bandwidth and regs != "?" and int(regs) > BANDWIDTH_MAX_REGS:
+        problems.append(f"{regs} registers for a bandwidth-bound kernel (at most {BANDWIDTH_MAX_REGS})")
+    if problems:
+        res.update(ok=False, error="; ".join(problems))
+    return res
 
 
-def run(
-    archs: list[int], require_wgmma: bool = True, dump_dir: str | None = None, quick: bool = False
-) -> list[tuple[Job, int, dict]]:
-    """Compiles every job (or the quick subset) for every arch; returns (job, arch, result) rows."""
+def run(archs: list[int], dump_dir: str | None = None, quick: bool = False, progress: bool = True) -> list[dict]:
+    """Compiles every job for every arch; returns one row per (job, arch)."""
     from tqdm import tqdm
 
-    make = quick_jobs if quick else jobs_for_arch
-    work = [(job, arch) for arch in archs for job in make(arch)]
+    work = [(job, arch) for arch in archs for job in jobs_for_arch(arch, quick)]
     rows = []
-    for job, arch in tqdm(work, desc="AOT compile", unit="kernel", file=sys.stderr):
+    for job, arch in tqdm(work, desc="AOT compile", unit="kernel", file=sys.stderr, disable=not progress):
         res = compile_job(job, arch)
-        if res["ok"] and require_wgmma and arch >= 90 and job.gemm and not res["wgmma"]:
-            res = {**res, "ok": False, "error": "no wgmma in the sm_90 PTX"}
         if dump_dir and res.get("ptx"):
             os.makedirs(dump_dir, exist_ok=True)
-            fname = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{job.name}_{job.dtype}_sm{arch}.ptx")
+            name = f"{job.family}_{job.variant}_{job.dtype}_{job.config}_sm{arch}.ptx"
+            fname = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
             with open(os.path.join(dump_dir, fname), "w") as f:
                 f.write(res["ptx"])
-        rows.append((job, arch, res))
+        res.pop("ptx", None)
+        rows.append({"kernel": job.family, "variant": job.variant, "dtype": job.dtype, "config": job.config,
+                     "arch": f"sm_{arch}", **res})  # fmt: skip
     return rows
 
 
-def format_table(rows: list[tuple[Job, int, dict]]) -> str:
-    head = (
-        f"{'kernel':34} {'dtype':5} {'arch':5} {'warps':5} {'regs':>5} {'spill':>6} {'shared':>7} {'wgmma':5} "
-        f"{'s':>5}  status"
-    )
-    lines = [head, "-" * len(head)]
-    for job, arch, res in rows:
-        status = "ok" if res["ok"] else f"FAIL {res.get('error', '')}"
-        wg = ("yes" if res.get("wgmma") else "no") if "wgmma" in res else "-"
-        lines.append(
-            f"{job.name:34} {job.dtype:5} sm_{arch:<2} {job.num_warps:5} {res.get('regs', '-'):>5} "
-            f"{res.get('spill', '-'):>6} "
-            f"{res.get('shared', '-'):>7} {wg:5} {res['seconds']:5.1f}  {status}"
-        )
-    return "\n".join(lines)
+def format_table(rows: list[dict], markdown: bool = False) -> str:
+    head = ["kernel", "variant", "dtype", "config", "arch", "regs", "spill B", "smem B", "occupancy", "wgmma", "s",
+            "status"]  # fmt: skip
+    body = []
+    for r in rows:
+        occ = f"{100 * r['occupancy']:.0f}%" if r.get("occupancy") is not None else "-"
+        wg = ("yes" if r.get("wgmma") else "no") if "wgmma" in r else "-"
+        status = "ok" if r["ok"] else f"FAIL {r.get('error', '')}"
+        cells = [r["kernel"], r["variant"], r["dtype"], r["config"], r["arch"], str(r.get("regs", "-"))]
+        cells += [str(r.get("spill", "-")), str(r.get("shared", "-")), occ, wg, f"{r['seconds']:.1f}", status]
+        body.append(cells)
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(head)]
+    fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))  # noqa: E731
+    return "\n".join([fmt(head), "-" * (sum(widths) + 2 * len(widths)), *(fmt(row) for row in body)])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, nargs="+", default=[80, 90], help="compute capabilities, e.g. 80 90")
-    parser.add_argument("--no-require-wgmma", action="store_true", help="do not fail when sm_90 PTX lacks wgmma")
-    parser.add_argument("--quick", action="store_true", help="compile the CI subset (each family once)")
+    parser.add_argument("--quick", action="store_true", help="each family's fixed config only (the CI check)")
     parser.add_argument("--dump-ptx", default=None, help="directory to write every kernel's PTX to")
+    parser.add_argument("--out", default=None, help="write aot.json and aot.md (the table) here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         parser.error("unset TRITON_INTERPRET: AOT compilation needs the real @triton.jit functions")
     for arch in args.arch:
         if arch < 70:
             parser.error(f"--arch must be >= 70, got {arch}")
-    rows = run(args.arch, not args.no_require_wgmma, args.dump_ptx, args.quick)
+    rows = run(args.arch, args.dump_ptx, args.quick, progress=not args.no_progress)
     print(format_table(rows))
-    failed = [r for r in rows if not r[2]["ok"]]
+    failed = [r for r in rows if not r["ok"]]
     print(f"{len(rows) - len(failed)}/{len(rows)} kernels compiled" + (f", {len(failed)} FAILED" if failed else ""))
+    if args.out:
+        import triton
+
+        os.makedirs(args.out, exist_ok=True)
+        meta = {"triton_version": triton.__version__, "archs": args.arch, "quick": args.quick,
+                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv)}  # fmt: skip
+        with open(os.path.join(args.out, "aot.json"), "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+        with open(os.path.join(args.out, "aot.md"), "w") as f:
+            f.write(f"Triton {meta['triton_version']}, {meta['date']}, `{meta['command']}`\n\n")
+            f.write(format_table(rows, markdown=True) + "\n")
     return 1 if failed else 0
 
 

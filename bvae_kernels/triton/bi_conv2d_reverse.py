@@ -11,9 +11,9 @@ one program (no atomics, deterministic, and the activation epilogue fuses since 
 
 Stride S is handled by splitting the output into S*S phases (grid axis 1): the pixels oh = ph + S*mh of one
 phase see only the taps i = r + S*t with r = (ph + P) mod S, and then ih = (ph + P) // S + mh - t exactly,
-so no tap is wasted on masked-out zeros (k=4, s=2, p=1 gives 2x2 taps per phase). Taps are unrolled
-with tl.static_range over ceil(k / S); a tap index past the kernel is skipped (scalar branch) and
-masked. (Tap masks are built block-shaped, `(x * 0 + i) < KH`: the interpreter turns
+so no tap is wasted on masked-out zeros (k=4, s=2, p=1 gives 2x2 taps per phase). The ceil(k / S) taps per phase
+and dimension and the channel blocks run as one loop with run-time bounds (see bi_conv2d.py); a tap index past
+the kernel (k % S != 0) is masked. (Tap masks are built block-shaped, `(x * 0 + i) < KH`: the interpreter turns
 `block_bool & scalar_bool` into an int mask.)
 """
 
@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from ._gemm import PRO_NONE, act_args, allow_tf32, gemm_epilogue, load_operand, mma, tile_ids
-from .configs import PRUNE, gemm_configs
+from .configs import autotune_configs, fixed_launch, prune_by
 
 
 @triton.jit
@@ -55,6 +55,10 @@ def _bi_conv2d_reverse_fwd_kernel(
     syc,
     syh,
     syw,
+    KH,
+    KW,
+    SH,
+    SW,
     pad_h,
     pad_w,
     alpha,
@@ -63,10 +67,6 @@ def _bi_conv2d_reverse_fwd_kernel(
     p_alpha,
     p_beta,
     p_gamma,
-    KH: tl.constexpr,
-    KW: tl.constexpr,
-    SH: tl.constexpr,
-    SW: tl.constexpr,
     PROLOGUE: tl.constexpr,
     HAS_SCALE: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -83,8 +83,8 @@ def _bi_conv2d_reverse_fwd_kernel(
 
     z: [NB, C_z, Hz, Wz] (C_z = the weight's C_out); out: [NB, C_o, Ho, Wo] (C_o = the weight's C_in).
     """
-    TH: tl.constexpr = (KH + SH - 1) // SH
-    TW: tl.constexpr = (KW + SW - 1) // SW
+    TH = tl.cdiv(KH, SH)  # taps per phase and dimension
+    TW = tl.cdiv(KW, SW)
     phase = tl.program_id(1)
     ph = phase // SW
     pw = phase % SW
@@ -107,29 +107,29 @@ def _bi_conv2d_reverse_fwd_kernel(
     rw = (pw + pad_w) % SW
     qh = (ph + pad_h) // SH
     qw = (pw + pad_w) // SW
-    z_base = n_idx.to(tl.int64) * szn  # int64 per row only (see conv.py)
+    z_base = n_idx.to(tl.int64) * szn  # int64 per row only (see bi_conv2d.py)
+    w_col = offs_n * swi
+    cblocks = tl.cdiv(C_z, BLOCK_K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for t in tl.static_range(TH):
+    # One loop over (this phase's tap, channel block), as in bi_conv2d.py. A phase's tap past the kernel (k % S != 0,
+    # e.g. k=3, s=2) is masked: its MMA adds zeros.
+    for kk in range(0, TH * TW * cblocks):
+        tap = kk // cblocks
+        ck = (kk - tap * cblocks) * BLOCK_K + offs_k
+        t = tap // TW
+        s = tap - t * TW
         i = rh + SH * t
+        j = rw + SW * s
         ih = qh + mh - t
-        h_ok = m_mask & (ih >= 0) & (ih < Hz) & ((ih * 0 + i) < KH)  # block-shaped: see note
-        for s in tl.static_range(TW):
-            j = rw + SW * s
-            iw = qw + mw - s
-            ok = h_ok & (iw >= 0) & (iw < Wz) & ((iw * 0 + j) < KW)
-            a_row = z_base + ih * szh + iw * szw
-            w_tap = offs_n * swi + i * swh + j * sww
-            if (i < KH) & (j < KW):  # a phase's tap past the kernel (k % S != 0): skip its MMAs
-                for c0 in range(0, C_z, BLOCK_K):
-                    ck = c0 + offs_k
-                    k_mask = ck < C_z
-                    kt_mask = k_mask & ((ck * 0 + i) < KH) & ((ck * 0 + j) < KW)
-                    a_mask = ok[:, None] & k_mask[None, :]
-                    a_off = a_row[:, None] + ck[None, :] * szc
-                    a = load_operand(z_ptr, zaux_ptr, a_off, a_mask, p_alpha, p_beta, p_gamma, PROLOGUE)
-                    b_off = w_tap[None, :] + ck[:, None] * swo
-                    b = tl.load(w_ptr + b_off, mask=kt_mask[:, None] & n_mask[None, :], other=0.0)
-                    acc = mma(a, b, acc, ALLOW_TF32)
+        iw = qw + mw - s
+        ok = m_mask & (ih >= 0) & (ih < Hz) & (iw >= 0) & (iw < Wz) & ((ih * 0 + i) < KH) & ((iw * 0 + j) < KW)
+        k_mask = ck < C_z
+        kt_mask = k_mask & ((ck * 0 + i) < KH) & ((ck * 0 + j) < KW)  # block-shaped: see the module doc
+        a_off = (z_base + ih * szh + iw * szw)[:, None] + ck[None, :] * szc
+        a = load_operand(z_ptr, zaux_ptr, a_off, ok[:, None] & k_mask[None, :], p_alpha, p_beta, p_gamma, PROLOGUE)
+        b_off = (w_col + i * swh + j * sww)[None, :] + ck[:, None] * swo
+        b = tl.load(w_ptr + b_off, mask=kt_mask[:, None] & n_mask[None, :], other=0.0)
+        acc = mma(a, b, acc, ALLOW_TF32)
     oh = ph + SH * mh
     ow = pw + SW * mw
     out_row = n_idx.to(tl.int64) * syn + oh * syh + ow * syw
@@ -156,7 +156,9 @@ def _bi_conv2d_reverse_fwd_kernel(
 
 # The batch size is not in the key (see bi_conv2d.py).
 _bi_conv2d_reverse_fwd_tuned = triton.autotune(
-    configs=gemm_configs(), key=["C_z", "C_o", "Ho", "Wo", "KH", "KW", "SH", "SW"], prune_configs_by=PRUNE
+    configs=autotune_configs("gemm"),
+    key=["C_z", "C_o", "Ho", "Wo", "KH", "KW", "SH", "SW"],
+    prune_configs_by=prune_by("gemm", "z_ptr"),
 )(_bi_conv2d_reverse_fwd_kernel)
 
 
@@ -175,6 +177,7 @@ def conv_transpose2d(
     prologue_act: tuple[float, float, float] = (1.0, 0.0, 1.0),
     store_u: bool = True,
     out_format: torch.memory_format = torch.contiguous_format,
+    dense: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Launches the reverse-direction conv; out_hw = (Ho, Wo) fixes output_padding. Returns (y, u or None).
 
@@ -195,7 +198,8 @@ def conv_transpose2d(
     sh, sw = stride
     m_max = nb * triton.cdiv(ho, sh) * triton.cdiv(wo, sw)
     grid = lambda meta: (triton.cdiv(m_max, meta["BLOCK_M"]) * triton.cdiv(c_o, meta["BLOCK_N"]), sh * sw)
-    _bi_conv2d_reverse_fwd_tuned[grid](
+    fixed = fixed_launch("gemm", z.dtype)
+    (_bi_conv2d_reverse_fwd_tuned if fixed is None else _bi_conv2d_reverse_fwd_kernel)[grid](
         z,
         aux if aux is not None else z,
         weight,
@@ -213,19 +217,20 @@ def conv_transpose2d(
         *z.stride(),
         *weight.stride(),
         *y.stride(),
+        kh,
+        kw,
+        sh,
+        sw,
         padding[0],
         padding[1],
         *act_args(act),
         *prologue_act,
-        KH=kh,
-        KW=kw,
-        SH=sh,
-        SW=sw,
         PROLOGUE=prologue,
         HAS_SCALE=log_scale is not None,
         HAS_BIAS=bias is not None,
         APPLY_ACT=act is not None,
         STORE_U=store_u,
-        ALLOW_TF32=allow_tf32(z.dtype),
+        ALLOW_TF32=allow_tf32(z.dtype, dense),
+        **(fixed or {}),
     )
     return y, u

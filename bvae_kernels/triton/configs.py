@@ -1,10 +1,19 @@
 """Tile configurations for the Triton kernels.
 
-On a GPU each GEMM-like kernel autotunes over a small pruned set keyed on its problem shape; the set is
-pruned per architecture at first launch (sm_90 gets the larger 128-row tiles that feed wgmma, sm_80 the
-4-stage cp.async pipelines). Under the interpreter (TRITON_INTERPRET=1) every kernel has one small fixed
-config; with BVAE_TRITON_FIXED_CONFIG=1 (read at each launch: tests, reproducible timing) a GPU launch
-uses one fixed config per family and skips benchmarking.
+Every config a launcher can choose is in the tables below, per dtype class ("16bit": bf16 / fp16; "32bit": fp32,
+with or without tf32) and per architecture, and each compiles without a register spill for that class on its
+archs (`python -m bvae_kernels.triton.aot --arch 80 90` compiles them all with the specialization a GPU launch
+gets and fails on a spill; the committed table is benchmarks/results/aot/). All use 4 warps: the kernels run
+one flattened (tap, channel block) loop, and a flattened tap loop is reported to miscompile at 8 warps in
+Inductor's conv template; 8-warp tiles compile without spills too, and `make gpu-check` tests one numerically
+before any table lists it.
+
+Launch modes: on a GPU each GEMM-like kernel autotunes over its table, pruned per arch and dtype class at
+launch; the key leaves the batch size out (a short last batch reuses the tuned config). With
+BVAE_TRITON_FIXED_CONFIG=1 (tests, reproducible timing, CUDA-graph capture without a warm-up) and under the
+interpreter, a launch calls the kernel itself with one fixed config: no autotuner, no benchmarking (Triton 3.6's
+autotuner benchmarks even a single remaining config). BVAE_TRITON_MAX_CONFIGS=N caps autotuning at the first N
+rows of each table.
 """
 
 from __future__ import annotations
@@ -15,41 +24,58 @@ import os
 import torch
 import triton
 
-
-def fixed_config() -> bool:
-    """True when kernels must use one fixed config (interpreter, or BVAE_TRITON_FIXED_CONFIG=1)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1" or os.environ.get("BVAE_TRITON_FIXED_CONFIG", "0") == "1"
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, archs), per dtype class. Left out for spills (ptxas, the
+# JIT's specialization): 64x128x64 (16-bit; sm_80 with Triton 3.6, sm_90 fp16 with 3.9), 128x64x16 (fp32, sm_80)
+# and 64x128x32 (fp32, sm_90) with Triton 3.6; all of them sit at 255 registers with 3.9.
+GEMM_TABLE = {
+    "16bit": (
+        (128, 64, 32, 4, 3, (80, 90)),
+        (64, 128, 32, 4, 3, (80, 90)),
+        (64, 64, 32, 4, 4, (80, 90)),
+    ),
+    "32bit": (
+        (64, 64, 16, 4, 4, (80, 90)),
+        (64, 32, 32, 4, 4, (80, 90)),
+        (32, 64, 32, 4, 4, (80, 90)),
+    ),
+}
+# wgrad: M = C_out, N = C_in, K = pixels (long, split across programs).
+WGRAD_TABLE = {
+    "16bit": (
+        (64, 64, 32, 4, 4, (80, 90)),
+        (64, 64, 64, 4, 3, (90,)),  # sm_80: a 16-byte spill in the forward-direction variant
+        (64, 128, 32, 4, 3, (80, 90)),
+        (128, 64, 64, 4, 3, (80, 90)),
+        (32, 32, 64, 4, 4, (80, 90)),
+    ),
+    # fp32 without tf32 multiplies on FMA units; the reverse-direction variant (G-NoVa gradient on the N operand)
+    # spills at 64 x 64 x 32, so its tiles stay at 2048 outputs.
+    "32bit": (
+        (64, 32, 32, 4, 3, (80, 90)),
+        (32, 64, 32, 4, 3, (80, 90)),
+        (32, 32, 32, 4, 4, (80, 90)),
+    ),
+}
+TABLES = {"gemm": GEMM_TABLE, "wgrad": WGRAD_TABLE}
+# One config per family and dtype class: what a fixed launch uses on a GPU (the first of each table).
+FIXED_GPU = {family: {cls: rows[0][:5] for cls, rows in table.items()} for family, table in TABLES.items()}
+# Under the interpreter small tiles keep the tiny test shapes quick (it runs every program in numpy) and
+# exercise the masking on every edge.
+FIXED_INTERP = {"gemm": (32, 32, 16, 4, 1), "wgrad": (32, 32, 32, 4, 1)}
+POINTWISE_BLOCK = 1024  # the elementwise kernels' block (256 under the interpreter)
 
 
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-# Fixed configs: under the interpreter small tiles keep it quick on the tiny test shapes (it runs every
-# program in numpy) and exercise the masking on every edge; on a GPU one mid-size tile per family.
-FIXED_INTERP = {"gemm": (32, 32, 16), "wgrad": (32, 32, 32)}
-FIXED_GPU = {"gemm": (128, 64, 32, 4, 3), "wgrad": (64, 64, 32, 4, 3)}
+def fixed_config() -> bool:
+    """True when launches use one fixed config (interpreter, or BVAE_TRITON_FIXED_CONFIG=1); read at each launch."""
+    return interpreting() or os.environ.get("BVAE_TRITON_FIXED_CONFIG", "0") == "1"
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, archs)
-_GEMM_TABLE = (
-    (128, 128, 32, 8, 3, (90,)),
-    (128, 64, 32, 4, 3, (80, 90)),
-    (128, 64, 64, 8, 3, (90,)),
-    (64, 128, 32, 4, 4, (80, 90)),
-    (64, 64, 32, 4, 4, (80, 90)),
-    (64, 32, 32, 4, 4, (80,)),
-    (32, 64, 32, 4, 4, (80, 90)),
-    (128, 32, 32, 4, 4, (80,)),
-)
 
-# wgrad: M = C_out, N = C_in (small), K = pixels (long): square-ish tiles, deep K blocks.
-_WGRAD_TABLE = (
-    (64, 64, 64, 4, 3, (80, 90)),
-    (128, 64, 64, 8, 3, (90,)),
-    (64, 64, 32, 4, 4, (80,)),
-    (32, 32, 64, 4, 4, (80, 90)),
-    (64, 32, 64, 4, 3, (80, 90)),
-)
+def dtype_class(dtype: torch.dtype) -> str:
+    return "32bit" if dtype == torch.float32 else "16bit"
 
 
 @functools.cache
@@ -60,15 +86,13 @@ def _arch() -> int:
     return major * 10 + minor
 
 
-def _config(m: int, n: int, k: int, warps: int = 4, stages: int = 2) -> triton.Config:
+def arch_bucket() -> int:
+    """The table column a GPU uses: sm_90 and newer take the sm_90 rows, the rest the sm_80 ones."""
+    return 90 if _arch() >= 90 else 80
+
+
+def _config(m: int, n: int, k: int, warps: int, stages: int) -> triton.Config:
     return triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=warps, num_stages=stages)
-
-
-def _configs(table: tuple, family: str) -> list[triton.Config]:
-    """The autotune list: one fixed config under the interpreter, else the table (pruned at launch)."""
-    if interpreting():
-        return [_config(*FIXED_INTERP[family])]
-    return [_config(m, n, k, w, s) for m, n, k, w, s, _ in table]
 
 
 def _key(cfg: triton.Config) -> tuple:
@@ -76,37 +100,56 @@ def _key(cfg: triton.Config) -> tuple:
     return (kw.get("BLOCK_M"), kw.get("BLOCK_N"), kw.get("BLOCK_K"), cfg.num_warps, cfg.num_stages)
 
 
-def _make_prune(family: str):  # noqa: ANN202
+def autotune_configs(family: str) -> list[triton.Config]:
+    """Every config of the family's table (both dtype classes); `prune` keeps the call's class and arch."""
+    if interpreting():
+        return [_config(*FIXED_INTERP[family])]
+    seen, out = set(), []
+    for rows in TABLES[family].values():
+        for row in rows:
+            if row[:5] not in seen:
+                seen.add(row[:5])
+                out.append(_config(*row[:5]))
+    return out
+
+
+def _make_prune(family: str, operand: str):  # noqa: ANN202
     def prune(configs: list[triton.Config], named_args: dict, **kwargs: object) -> list[triton.Config]:
-        """BVAE_TRITON_FIXED_CONFIG=1: the family's one fixed config (no benchmarking); else the configs
-        listed for this GPU's arch (>= sm_90 uses the sm_90 list). Read at launch, not at import."""
-        if fixed_config():
-            return [_config(*FIXED_GPU[family])]
-        arch = 90 if _arch() >= 90 else 80
-        table = _GEMM_TABLE if family == "gemm" else _WGRAD_TABLE
-        archs_of = {(m, n, k, w, s): archs for m, n, k, w, s, archs in table}
-        kept = [cfg for cfg in configs if arch in archs_of.get(_key(cfg), (arch,))]
+        """The table rows of this launch's dtype class (from its `operand` tensor) and this GPU's arch."""
+        cls = dtype_class(named_args[operand].dtype)
+        arch = arch_bucket()
+        wanted = [row[:5] for row in TABLES[family][cls] if arch in row[5]][: max_configs()]
+        kept = [cfg for cfg in configs if _key(cfg) in wanted]
         return kept or list(configs[:1])
 
     return prune
 
 
-def gemm_configs() -> list[triton.Config]:
-    """Configs of the conv / conv-transpose implicit GEMMs (M = pixels, N = output channels)."""
-    return _configs(_GEMM_TABLE, "gemm")
+def max_configs() -> int | None:
+    """BVAE_TRITON_MAX_CONFIGS=N caps autotuning at each table's first N rows (a time-boxed GPU run compiles
+    fewer kernels); unset, every row of the launch's dtype class and arch is tried."""
+    value = os.environ.get("BVAE_TRITON_MAX_CONFIGS", "")
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"BVAE_TRITON_MAX_CONFIGS must be a positive integer, got {value!r}")
+    return int(value)
 
 
-def wgrad_configs() -> list[triton.Config]:
-    """Configs of the weight-gradient GEMM (M = C_out, N = C_in, K = split of the pixels)."""
-    return _configs(_WGRAD_TABLE, "wgrad")
+def prune_by(family: str, operand: str) -> dict:
+    return {"early_config_prune": _make_prune(family, operand)}
 
 
-PRUNE = {"early_config_prune": _make_prune("gemm")}
-PRUNE_WGRAD = {"early_config_prune": _make_prune("wgrad")}
+def fixed_launch(family: str, dtype: torch.dtype) -> dict | None:
+    """The meta-parameters of a fixed launch (None: autotune): tile sizes, num_warps, num_stages."""
+    if not fixed_config():
+        return None
+    m, n, k, warps, stages = FIXED_INTERP[family] if interpreting() else FIXED_GPU[family][dtype_class(dtype)]
+    return {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "num_warps": warps, "num_stages": stages}
 
 
 def pointwise_block() -> int:
-    return 256 if interpreting() else 1024
+    return 256 if interpreting() else POINTWISE_BLOCK
 
 
 def num_sms() -> int:

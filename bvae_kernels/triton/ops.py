@@ -4,8 +4,8 @@
 Autograd (csrc/autograd.cpp) and the fakes (bvae_kernels/_library.py) are shared with the compiled ops; this
 module only registers kernels, for CUDA tensors (and for CPU tensors when TRITON_INTERPRET=1 is set before
 import, which runs them in Triton's interpreter). Each kernel validates its arguments with the same checks as
-the compiled ops, then hands a case the Triton kernels cannot serve (float64, more than MAX_TAPS taps, int32
-index overflow, a bf16 matmul in the interpreter) to the compiled op of the same name, warning once.
+the compiled ops, then hands a case the Triton kernels cannot serve (float64, sizes past their int32 indexing,
+a bf16 matmul in the interpreter) to the compiled op of the same name, warning once.
 
 What the forward saves is the input, the weight and the pre-activation u; the backward recomputes a'(u) on load
 inside the dgrad, wgrad and bias-gradient kernels, so du = g * a'(u) is never written to memory. Linear layers are
@@ -34,32 +34,59 @@ from .gnova import gnova_backward, gnova_forward
 from .reductions import as_nchw, bias_grad
 from .wgrad import wgrad
 
-MAX_TAPS = 64  # taps are unrolled at compile time: larger kernels go to the compiled op
+# Pixel indices (N*H*W) and offsets inside one sample are int32 in the GEMM kernels (int64 tiles spill); a pixel
+# index runs up to the count plus one tile, hence the margin. Grid axes 1 and 2 are limited to 65535 programs.
+_PIXEL_LIMIT = 2**31 - 1024
 _INT32 = 2**31
+_GRID_YZ = 65535
 Act = tuple[float, float, float]
 
 
 # ----------------------------------------------------------------------------------------------------------
 # what the kernels cannot serve, and the hand-over to the compiled op
 # ----------------------------------------------------------------------------------------------------------
-def unsupported_reason(inp: torch.Tensor, matmul: bool = True, weight: torch.Tensor | None = None) -> str | None:
-    """Why the Triton kernels cannot serve a call on `inp` (None when they can)."""
+def unsupported_reason(inp: torch.Tensor, matmul: bool = True) -> str | None:
+    """Why the Triton kernels cannot take `inp`'s dtype (None when they can)."""
     if inp.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         return f"the Triton kernels support float16, bfloat16 and float32, not {inp.dtype}"
     if inp.device.type == "cpu" and matmul and inp.dtype == torch.bfloat16:
         return "the Triton interpreter cannot run a bfloat16 tl.dot"
-    if inp.dim() > 0 and max(inp.numel() // max(inp.shape[0], 1), inp.numel() // max(inp.shape[-1], 1)) >= _INT32:
-        return "a sample (or the row count) reaches 2**31 elements: the kernels index inside a sample with int32"
-    if weight is not None and weight.dim() == 4 and weight.shape[2] * weight.shape[3] > MAX_TAPS:
-        return f"kernel {tuple(weight.shape[2:])} has more than {MAX_TAPS} taps (unrolled at compile time)"
     return None
 
 
-def _conv_unsupported(inp: torch.Tensor, weight: torch.Tensor, out_hw: list[int]) -> str | None:
-    reason = unsupported_reason(inp, weight=weight)
-    if reason is None and inp.shape[0] * out_hw[0] * out_hw[1] >= _INT32:
-        reason = "N*H*W output pixels reach 2**31: the kernels index pixels with int32"
-    return reason
+def _span(t: torch.Tensor) -> int:
+    """Elements from t's first to its last address, plus one (its int32 offset range)."""
+    return 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride(), strict=True)) if t.numel() else 0
+
+
+def index_problem(pixels: tuple[int, ...], sample_sizes: tuple[int, ...], weight: torch.Tensor) -> str | None:
+    """Why a layer's sizes overflow the kernels' int32 indexing (None when they do not).
+
+    pixels: N*H*W of each side (the GEMM rows and the weight gradient's K); sample_sizes: C*H*W of each side (the
+    launchers make activations dense, so that is one sample's offset range); weight: read in place, any strides.
+    """
+    if max(pixels) >= _PIXEL_LIMIT:
+        return f"{max(pixels)} pixels (N*H*W) overflow the kernels' int32 pixel index"
+    if max(sample_sizes) >= _INT32:
+        return f"one sample has {max(sample_sizes)} elements: the kernels index inside a sample with int32"
+    if _span(weight) >= _INT32:
+        return f"the weight spans {_span(weight)} elements: the kernels index it with int32"
+    return None
+
+
+def conv_problem(
+    inp: torch.Tensor, weight: torch.Tensor, out_hw: list[int], stride: list[int], reverse: bool
+) -> str | None:
+    """Why the Triton kernels cannot serve a conv of either direction from inp [N, C, H, W] to out_hw (None if none)."""
+    if reason := unsupported_reason(inp):
+        return reason
+    taps = weight.shape[2] * weight.shape[3]
+    if taps > _GRID_YZ or stride[0] * stride[1] > _GRID_YZ:
+        return f"kernel {tuple(weight.shape[2:])}, stride {tuple(stride)}: more than {_GRID_YZ} taps or stride phases"
+    nb, c_in, h, w = inp.shape
+    c_out = weight.shape[1 if reverse else 0]
+    pixels_out = nb * out_hw[0] * out_hw[1]
+    return index_problem((nb * h * w, pixels_out), (c_in * h * w, c_out * out_hw[0] * out_hw[1]), weight)
 
 
 def _compiled(name: str, reason: str, device_type: str) -> Callable:
@@ -110,6 +137,7 @@ def conv_backward(
     transposed: bool,
     act: Act,
     mask: list[bool],
+    dense: bool = False,
 ) -> tuple[torch.Tensor | None, ...]:
     """Gradients (d_inp, dW, db, ds) of a layer u = [e^s] T(inp, W) + b, y = a(u), where T is the forward-direction
     conv (transposed False) or the reverse-direction one (True). du = grad * a'(u) is applied on load."""
@@ -118,7 +146,9 @@ def conv_backward(
     scale_grad = mask[3] and log_scale is not None
     d_inp = dw = db = ds = None
     if mask[0] or scale_grad:
-        common = dict(prologue=pro, aux=aux, prologue_act=act, store_u=False, out_format=memory_format_of(inp))
+        common = dict(
+            prologue=pro, aux=aux, prologue_act=act, store_u=False, out_format=memory_format_of(inp), dense=dense
+        )
         if transposed:  # d_inp = e^s * conv2d(du, W): the forward-direction contraction
             d_inp, _ = conv2d(grad, weight, None, stride, padding, None, log_scale=log_scale, **common)
         else:  # d_inp = conv_transpose2d(du, W): the reverse-direction contraction
@@ -137,9 +167,12 @@ def conv_backward(
                 prologue_act=act,
                 log_scale=log_scale,
                 out_format=fmt,
+                dense=dense,
             )
         else:
-            dw = wgrad(inp, grad, weight, stride, padding, pro_d=pro, d_aux=aux, prologue_act=act, out_format=fmt)
+            dw = wgrad(
+                inp, grad, weight, stride, padding, pro_d=pro, d_aux=aux, prologue_act=act, out_format=fmt, dense=dense
+            )
     if mask[2]:
         db = bias_grad(grad, aux, *act)
     if scale_grad:
@@ -149,14 +182,14 @@ def conv_backward(
 
 def _bi_conv2d_fwd(x, weight, bias, stride, padding, alpha, beta, gamma):
     out = check_bi_conv2d(x, weight, bias, stride, padding)
-    if reason := _conv_unsupported(x, weight, out):
+    if reason := conv_problem(x, weight, out, stride, False):
         return _compiled("bi_conv2d_fwd", reason, x.device.type)(x, weight, bias, stride, padding, alpha, beta, gamma)
     return conv2d(x, weight, bias, stride, padding, (alpha, beta, gamma), out_format=memory_format_of(x))
 
 
 def _bi_conv2d(x, weight, bias, stride, padding, alpha, beta, gamma):
     out = check_bi_conv2d(x, weight, bias, stride, padding)
-    if reason := _conv_unsupported(x, weight, out):
+    if reason := conv_problem(x, weight, out, stride, False):
         return _compiled("bi_conv2d", reason, x.device.type)(x, weight, bias, stride, padding, alpha, beta, gamma)
     act = (alpha, beta, gamma)
     return conv2d(x, weight, bias, stride, padding, act, store_u=False, out_format=memory_format_of(x))[0]
@@ -164,7 +197,7 @@ def _bi_conv2d(x, weight, bias, stride, padding, alpha, beta, gamma):
 
 def _bi_conv2d_bwd(grad, x, weight, u, stride, padding, alpha, beta, gamma, output_mask):
     out = check_bi_conv2d(x, weight, None, stride, padding)
-    if reason := _conv_unsupported(x, weight, out):
+    if reason := conv_problem(x, weight, out, stride, False):
         op = _compiled("bi_conv2d_bwd", reason, x.device.type)
         return op(grad, x, weight, u, stride, padding, alpha, beta, gamma, output_mask)
     mask = [*output_mask, False]
@@ -173,7 +206,7 @@ def _bi_conv2d_bwd(grad, x, weight, u, stride, padding, alpha, beta, gamma, outp
 
 def _reverse_out(z, weight, bias, log_scale, stride, padding, output_padding):
     out = check_bi_conv2d_reverse(z, weight, bias, log_scale, stride, padding, output_padding)
-    return tuple(out), _conv_unsupported(z, weight, out)
+    return tuple(out), conv_problem(z, weight, out, stride, True)
 
 
 def _bi_conv2d_reverse_fwd(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma):
@@ -231,9 +264,11 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
 def _linear_forward(inp, weight, bias, log_scale, act, reverse, store_u):
     w4 = weight[:, :, None, None]
     if reverse:
-        y, u = conv_transpose2d(_rows(inp), w4, bias, (1, 1), (0, 0), (1, 1), act, log_scale=log_scale, store_u=store_u)
+        y, u = conv_transpose2d(
+            _rows(inp), w4, bias, (1, 1), (0, 0), (1, 1), act, log_scale=log_scale, store_u=store_u, dense=True
+        )
     else:
-        y, u = conv2d(_rows(inp), w4, bias, (1, 1), (0, 0), act, store_u=store_u)
+        y, u = conv2d(_rows(inp), w4, bias, (1, 1), (0, 0), act, store_u=store_u, dense=True)
     shape = (*inp.shape[:-1], weight.shape[0 if not reverse else 1])
     return y.view(shape), (u.view(shape) if u is not None else None)
 
@@ -241,7 +276,7 @@ def _linear_forward(inp, weight, bias, log_scale, act, reverse, store_u):
 def _linear_backward(grad, inp, weight, u, log_scale, act, reverse, mask):
     u4 = _rows(u) if u is not None else None
     d_inp, dw, db, ds = conv_backward(
-        _rows(grad), _rows(inp), weight[:, :, None, None], u4, log_scale, (1, 1), (0, 0), reverse, act, mask
+        _rows(grad), _rows(inp), weight[:, :, None, None], u4, log_scale, (1, 1), (0, 0), reverse, act, mask, True
     )
     return (
         d_inp.view(inp.shape) if d_inp is not None else None,
@@ -253,7 +288,10 @@ def _linear_backward(grad, inp, weight, u, log_scale, act, reverse, mask):
 
 def _linear_case(name, inp, label, weight, bias, log_scale, reverse):
     check_bi_linear(name, inp, label, weight, bias, log_scale, reverse)
-    return unsupported_reason(inp)
+    if reason := unsupported_reason(inp):
+        return reason
+    rows = inp.numel() // max(inp.shape[-1], 1)
+    return index_problem((rows,), tuple(weight.shape), weight)
 
 
 def _bi_linear(x, weight, bias, alpha, beta, gamma):
@@ -325,4 +363,4 @@ def register() -> None:
             _LIB.impl(f"triton_{name}", kernel, key)
 
 
-__all__ = ["KERNELS", "MAX_TAPS", "conv_backward", "register", "unsupported_reason"]
+__all__ = ["KERNELS", "conv_backward", "conv_problem", "index_problem", "register", "unsupported_reason"]

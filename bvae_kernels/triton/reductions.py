@@ -14,6 +14,10 @@ import triton.language as tl
 from ._gemm import gnova_grad_f32
 from .configs import pointwise_block
 
+# bias_grad's tile: pixels x channels per loop step, and warps. 32 x 64 x 4 warps stays within 64 registers per
+# thread with u in fp32 on sm_80 and sm_90 (64 x 64 needs 96); see python -m bvae_kernels.triton.aot.
+BIAS_BLOCK_P, BIAS_BLOCK_C, BIAS_WARPS = 32, 64, 4
+
 
 @triton.jit
 def _bias_grad_kernel(
@@ -49,7 +53,7 @@ def _bias_grad_kernel(
     start = pid_s * pix_per_split
     end = tl.minimum(start + pix_per_split, P)
     acc = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    for p0 in range(0, pix_per_split, BLOCK_P):
+    for p0 in range(0, end - start, BLOCK_P):  # not past P (int32 pixel indices)
         pix = start + p0 + tl.arange(0, BLOCK_P)
         p_mask = pix < end
         n = (pix // HW).to(tl.int64)
@@ -75,12 +79,15 @@ def _reduce_splits_kernel(
     """out[e] = e^s * sum_{s < SPLITS} ws[s, e] in fixed order (fp32), cast and scattered to out's strides.
 
     e indexes a logical [D0, D1, D2, D3] row-major tensor; out may have any strides (e.g. channels_last dW).
+    E and out's offsets fit in int32 (reduce_splits checks); the split offset advances the pointer (64-bit).
     """
-    e = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = e < E
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
-    for s in range(0, SPLITS):
-        acc += tl.load(ws_ptr + s * E + e, mask=mask, other=0.0)
+    ptrs = ws_ptr + e
+    for _ in range(0, SPLITS):
+        acc += tl.load(ptrs, mask=mask, other=0.0)
+        ptrs += E
     if HAS_SCALE:
         acc = acc * tl.exp(tl.load(scale_ptr).to(tl.float32))
     i3 = e % D3
@@ -104,6 +111,9 @@ def reduce_splits(ws: torch.Tensor, out: torch.Tensor, log_scale: torch.Tensor |
     numel = out.numel()
     if numel == 0:
         return out
+    span = 1 + sum((n - 1) * abs(st) for n, st in zip(shape, strides, strict=True))
+    if max(numel, span) >= 2**31:
+        raise ValueError(f"reduce_splits: an output of {numel} elements (span {span}) needs int64 offsets")
     block = pointwise_block()
     _reduce_splits_kernel[(triton.cdiv(numel, block),)](
         ws,
@@ -130,7 +140,7 @@ def bias_grad(grad: torch.Tensor, u: torch.Tensor | None, alpha: float, beta: fl
     db = torch.empty(c, dtype=grad.dtype, device=grad.device)
     if pixels == 0 or c == 0:
         return db.zero_()
-    block_p, block_c = 64, min(64, triton.next_power_of_2(c))
+    block_p, block_c = BIAS_BLOCK_P, min(BIAS_BLOCK_C, triton.next_power_of_2(c))
     splits = max(1, min(64, triton.cdiv(pixels, 4 * block_p)))
     per_split = triton.cdiv(triton.cdiv(pixels, splits), block_p) * block_p
     splits = triton.cdiv(pixels, per_split)
@@ -152,5 +162,6 @@ def bias_grad(grad: torch.Tensor, u: torch.Tensor | None, alpha: float, beta: fl
         HAS_U=u is not None and beta * gamma != 0,
         BLOCK_P=block_p,
         BLOCK_C=block_c,
+        num_warps=BIAS_WARPS,
     )
     return reduce_splits(ws, db)

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from ._gemm import PRO_NONE, allow_tf32, load_operand, mma
-from .configs import PRUNE_WGRAD, interpreting, num_sms, wgrad_configs
+from .configs import autotune_configs, fixed_launch, interpreting, num_sms, prune_by
 from .reductions import reduce_splits
 
 
@@ -45,16 +45,16 @@ def _conv_wgrad_kernel(
     sdc,
     sdh,
     sdw,
+    KH,
+    KW,
+    SH,
+    SW,
     pad_h,
     pad_w,
     pix_per_split,
     p_alpha,
     p_beta,
     p_gamma,
-    KH: tl.constexpr,
-    KW: tl.constexpr,
-    SH: tl.constexpr,
-    SW: tl.constexpr,
     PRO_X: tl.constexpr,
     PRO_D: tl.constexpr,
     ATOMIC: tl.constexpr,
@@ -80,7 +80,7 @@ def _conv_wgrad_kernel(
     start = split * pix_per_split
     end = tl.minimum(start + pix_per_split, P)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, pix_per_split, BLOCK_K):
+    for k0 in range(0, end - start, BLOCK_K):  # not past P: pixel indices stay below P + BLOCK_K
         pix = start + k0 + tl.arange(0, BLOCK_K)
         p_mask = pix < end
         n_idx = pix // hw
@@ -107,9 +107,9 @@ def _conv_wgrad_kernel(
 
 # The batch size is not in the key (see bi_conv2d.py); the split count, which depends on it, is a run-time argument.
 _conv_wgrad_tuned = triton.autotune(
-    configs=wgrad_configs(),
+    configs=autotune_configs("wgrad"),
     key=["C_in", "C_out", "Ho", "Wo", "KH", "KW", "SH", "SW"],
-    prune_configs_by=PRUNE_WGRAD,
+    prune_configs_by=prune_by("wgrad", "x_ptr"),
     reset_to_zero=["ws_ptr"],
 )(_conv_wgrad_kernel)
 
@@ -136,13 +136,14 @@ def wgrad(
     out_format: torch.memory_format | None = None,
     splits: int | None = None,
     deterministic: bool | None = None,
+    dense: bool = False,
 ) -> torch.Tensor:
     """dW (shape and dtype of `weight`, memory format `out_format`, default the weight's strides) from
     X = x [N, C_in, H, W] and D = d [N, C_out, Ho, Wo], times e^s with a log_scale.
 
     pro_x / pro_d: prologue of each operand (see _gemm.py; PRO_ACT_GRAD multiplies by a'(aux) with
     prologue_act's parameters). splits: split-K count (None: chosen from the GPU size). deterministic: None
-    follows torch.are_deterministic_algorithms_enabled().
+    follows torch.are_deterministic_algorithms_enabled(). dense: as conv2d's.
     """
     nb, c_in, h, w = x.shape
     c_out, _, kh, kw = weight.shape
@@ -178,7 +179,8 @@ def wgrad(
     else:
         ws = torch.empty((splits, c_out, c_in, kh, kw), dtype=torch.float32, device=x.device)
     grid = lambda meta: (triton.cdiv(c_out, meta["BLOCK_M"]) * triton.cdiv(c_in, meta["BLOCK_N"]), taps, splits)
-    _conv_wgrad_tuned[grid](
+    fixed = fixed_launch("wgrad", x.dtype)
+    (_conv_wgrad_tuned if fixed is None else _conv_wgrad_kernel)[grid](
         x,
         x_aux if x_aux is not None else x,
         d,
@@ -193,17 +195,18 @@ def wgrad(
         wo,
         *x.stride(),
         *d.stride(),
+        kh,
+        kw,
+        stride[0],
+        stride[1],
         padding[0],
         padding[1],
         per_split,
         *prologue_act,
-        KH=kh,
-        KW=kw,
-        SH=stride[0],
-        SW=stride[1],
         PRO_X=pro_x,
         PRO_D=pro_d,
         ATOMIC=atomic,
-        ALLOW_TF32=allow_tf32(x.dtype),
+        ALLOW_TF32=allow_tf32(x.dtype, dense),
+        **(fixed or {}),
     )
     return reduce_splits(ws, dw, log_scale)
