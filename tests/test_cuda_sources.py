@@ -101,7 +101,8 @@ def test_cuda_binder_compiles_on_host():
     import sysconfig
 
     includes = [*torch_inc, sysconfig.get_paths()["include"], cuda_inc]
-    cmd = [CXX, "-fsyntax-only", "-std=c++17", "-Wall", "-Werror", "-DBVAE_WITH_CUDA=1"]
+    # The standard torch's BuildExtension compiles with (C++20 from torch 2.13; 2.14's headers require it).
+    cmd = [CXX, "-fsyntax-only", "-std=c++20", "-Wall", "-Werror", "-DBVAE_WITH_CUDA=1"]
     # CPU wheels lack the generated c10/cuda/impl/cuda_cmake_macros.h; the flag makes CUDAMacros.h skip it.
     cmd += ["-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE"]
     cmd += [arg for inc in includes for arg in ("-isystem", inc)]

@@ -1,6 +1,7 @@
 """IDX reading, the data lookup order, the bundled sample, and clear errors when nothing is found."""
 
 import gzip
+import os
 import struct
 
 import pytest
@@ -109,3 +110,28 @@ def test_debian_fashion_mnist():
     x, y = train.batch(torch.tensor([0, 5]))
     assert x.shape == (2, 1, 28, 28) and y.tolist() == [train[0][1], train[5][1]]
     assert len(train.take(100)) == 100
+
+
+def test_cifar10_through_torchvision(tmp_path, monkeypatch):
+    """Where torchvision imports (CI's CUDA-torch stage): a CIFAR-10 folder in torchvision's format loads through
+    load_dataset as float [3, 32, 32] images in [0, 1] with int labels. torchvision checks each file against
+    the real set's md5, which made-up files cannot match: those checks are switched off (files must still exist)."""
+    import pickle
+
+    datasets = pytest.importorskip("torchvision.datasets")
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    images = torch.randint(0, 256, (4, 3 * 32 * 32), dtype=torch.uint8).numpy()
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": images, "labels": [0, 1, 2, 9]}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [str(i) for i in range(10)]}, f)
+    monkeypatch.setattr(datasets.CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(datasets.cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
+    test = data.load_dataset("cifar10", split="test", data_dir=tmp_path)
+    x, y = test[3]
+    assert len(test) == 4 and x.shape == (3, 32, 32) and x.dtype == torch.float32 and y == 9
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    expected = torch.from_numpy(images[3]).view(3, 32, 32).float() / 255
+    assert torch.allclose(x, expected)
