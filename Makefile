@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 OUT ?= demo-out
 
-.PHONY: install deps demo test bench bench-quick bench-chain perf-readme gpu-check lint aot nvcc-check
+.PHONY: install deps demo test test-triton-interp bench bench-quick bench-chain perf-readme gpu-check lint aot nvcc-check
 
 # torch first (the CPU build from the local file on the project's machines), then the package, built in place.
 deps:
@@ -22,10 +22,13 @@ demo: install
 # more for the triton backend alone, in Triton's interpreter on CPU tensors (TRITON_INTERPRET=1 must be set
 # before triton defines the kernels, so it is its own process).
 OP_TESTS = tests/test_gnova.py tests/test_bi_conv2d.py tests/test_bi_conv2d_reverse.py tests/test_bi_linear.py \
-	tests/test_bi_linear_reverse.py tests/test_op_contract.py tests/test_triton_kernels.py
+	tests/test_bi_linear_reverse.py tests/test_op_contract.py tests/test_triton_kernels.py tests/test_triton_limits.py
 test: install
 	$(PYTHON) -m pytest -q -ra
-	TRITON_INTERPRET=1 BVAE_TEST_BACKENDS=triton $(PYTHON) -m pytest -q -ra $(OP_TESTS)
+	$(MAKE) --no-print-directory test-triton-interp PYTHON="$(PYTHON)"
+
+test-triton-interp:
+	TRITON_INTERPRET=1 BVAE_TEST_BACKENDS=triton $(PYTHON) -m pytest -q -ra -p no:cacheprovider $(OP_TESTS)
 
 lint:
 	ruff check .
@@ -53,6 +56,7 @@ nvcc-check:
 aot:
 	$(PYTHON) -m bvae_kernels.triton.aot --arch 80 90
 
-# On a GPU machine (its python3 has torch, triton, pytest; no network): build in place, GPU tests, benchmarks.
+# On a GPU machine (no network needed): ONE command inside a time budget (default 450 s); results under $$OUT.
+# GPU_CHECK_ARGS: e.g. --budget 300, --only smoke, --dry-run (the plan and compile estimate, on any machine).
 gpu-check:
-	bash scripts/gpu_check.sh
+	$(PYTHON) scripts/gpu_check.py $(GPU_CHECK_ARGS)

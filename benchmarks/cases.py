@@ -1,6 +1,7 @@
-"""The benchmark cases shared by pytest-benchmark (this folder) and `bvae bench`: one list, in bvae/bench.py.
+"""The benchmark cases shared by pytest-benchmark (this folder) and `bvae bench`: one list, in
+bvae_kernels/bench/cases.py.
 
-The harness lives in the installed package (bvae.bench) so that `bvae bench` works from a wheel; this
+The harness lives in the installed package (bvae_kernels.bench) so that `bvae bench` works from a wheel; this
 module re-exports it and adds the pytest-benchmark glue. Environment knobs for `make bench`:
 BVAE_BENCH_DEVICE (cpu | cuda; default cuda when available), BVAE_BENCH_QUICK=1 (the quick subset),
 BVAE_BENCH_THREADS (torch.set_num_threads), BVAE_BENCH_ROUNDS (pytest-benchmark rounds; default 30).
@@ -13,24 +14,10 @@ import os
 import pytest
 import torch
 
-from bvae.bench import (
-    ALL_BACKENDS,
-    CASES,
-    CHAIN_CASE,
-    COMPILE_BACKENDS,
-    EAGER,
-    Case,
-    SkipCase,
-    backends_for,
-    count_flops,
-    do_bench_ms,
-    measure_peaks,
-    peak_cuda_bytes,
-    prepare,
-    saved_activation_bytes,
-    select_cases,
-    warm_up,
-)
+from bvae_kernels.bench import ALL_BACKENDS, CASES, CHAIN_CASE, COMPILE_BACKENDS, EAGER, Case, SkipCase, prepare
+from bvae_kernels.bench.cases import DTYPES, MODULE_CASES, applicable, backends_for, select_cases
+from bvae_kernels.bench.roofline import count_flops, floor_ms, measure_peaks
+from bvae_kernels.bench.timing import do_bench_ms, peak_cuda_bytes, saved_activation_bytes, warm_up
 
 __all__ = [
     "ALL_BACKENDS",
@@ -57,7 +44,6 @@ def _selected() -> list[Case]:
     return select_cases(bench_device(), quick=os.environ.get("BVAE_BENCH_QUICK") == "1")
 
 
-MODULE_CASES = ("biresblock_forward", "biresblock_reverse", "bvae_train_step")
 OP_CASES = [c for c in _selected() if c.name not in MODULE_CASES]
 BLOCK_CASES = [c for c in _selected() if c.name in MODULE_CASES]
 
@@ -71,6 +57,8 @@ def run_benchmark(benchmark, case: Case, backend: str, device: str) -> None:  # 
     """
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device")
+    if not applicable(case, backend, device):
+        pytest.skip(f"{backend} does not apply to {case.name}")
     compiled = backend in COMPILE_BACKENDS or backend.endswith("+compile")
     if compiled and os.environ.get("BVAE_BENCH_QUICK") == "1" and not case.quick_compile:
         pytest.skip("quick run: torch.compile is timed on the chain case only")
@@ -88,9 +76,8 @@ def run_benchmark(benchmark, case: Case, backend: str, device: str) -> None:  # 
         fn = prepared.fn
     ms = warm_up(fn, device)
     iterations = max(1, min(1000, int(1.0 / max(ms, 1e-4)) + 1))
-    flops = count_flops(case, device)
-    peaks = measure_peaks(device, case.dtype_for(device))
-    floor_s = max(flops / peaks["peak_flops"], (prepared.min_bytes or 0) / peaks["peak_bytes_per_s"])
+    flops = count_flops(prepare(case, EAGER, device).fn)
+    peaks = measure_peaks(device, DTYPES[case.dtype_for(device)])
     info = {
         "case": case.name,
         "mode": case.mode,
@@ -101,7 +88,7 @@ def run_benchmark(benchmark, case: Case, backend: str, device: str) -> None:  # 
         "reference": backend == EAGER,
         "flops": flops,
         "min_bytes": prepared.min_bytes,
-        "floor_ms": floor_s * 1e3,
+        "floor_ms": floor_ms(flops, prepared.min_bytes, peaks),
         "peak_flops": peaks["peak_flops"],
         "peak_bytes_per_s": peaks["peak_bytes_per_s"],
         "torch_threads": torch.get_num_threads(),

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from bvae.bench import configure_device
+from bvae_kernels.bench import configure_device
 
 from .cases import bench_device
 

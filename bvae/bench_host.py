@@ -165,14 +165,16 @@ def module_cases() -> list[HostCase]:
     return cases
 
 
-def train_step(backend: str | None, batch: int = 1, width: int | None = None, hidden: int | None = None) -> Callable:
+def train_step(
+    backend: str | None, batch: int = 1, width: int | None = None, hidden: int | None = None, device: str = "cpu"
+) -> Callable:
     """One AdamW step of the Fashion-MNIST BVAE (VAE objective) on a fixed batch."""
     torch.manual_seed(0)
     size = {"width": width, "hidden": hidden}
-    model = build_model(kind="bvae", dataset="fashion-mnist", latent_dim=16, backend=backend, **size)
+    model = build_model(kind="bvae", dataset="fashion-mnist", latent_dim=16, backend=backend, **size).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.rand(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    eps = torch.randn(batch, 16, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0)).to(device)
+    eps = torch.randn(batch, 16, generator=torch.Generator().manual_seed(1)).to(device)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -201,6 +203,43 @@ def model_cases() -> list[HostCase]:
 
 def all_cases() -> list[HostCase]:
     return op_cases() + module_cases() + model_cases()
+
+
+def device_cases(device: str, backends: list[str]) -> list[HostCase]:
+    """Host time on `device` (CUDA): the ops and a batch-1 training step, the eager chain against each backend
+    (every variant launches its kernels; thread CPU time counts the launching, not the kernels)."""
+    g = torch.Generator().manual_seed(0)
+
+    def leaf(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return (torch.randn(shape, generator=g) * scale).to(device).requires_grad_()
+
+    x, w, b = leaf(2, 4, 6, 6), leaf(4, 4, 3, 3, scale=0.3), leaf(4)
+    s = torch.zeros((), device=device, requires_grad=True)
+    lx, lw, lb = leaf(2, 8), leaf(6, 8, scale=0.3), leaf(6)
+    ops = {
+        "bi_conv2d": (
+            lambda: eager_gnova(F.conv2d(x, w, b, 1, 1)),
+            lambda be: lambda: bk.bi_conv2d(x, w, b, stride=1, padding=1, backend=be),
+        ),
+        "bi_conv2d_reverse+scale": (
+            lambda: eager_gnova(F.conv_transpose2d(x, w, None, 1, 1) * s.exp() + b[:, None, None]),
+            lambda be: lambda: bk.bi_conv2d_reverse(x, w, b, stride=1, padding=1, log_scale=s, backend=be),
+        ),
+        "bi_linear": (
+            lambda: eager_gnova(F.linear(lx, lw, lb)),
+            lambda be: lambda: bk.bi_linear(lx, lw, lb, backend=be),
+        ),
+    }
+    cases = []
+    for name, (eager, fused) in ops.items():
+        with torch.no_grad():
+            grad = torch.ones_like(eager())
+        variants = {"eager": eager, **{be: fused(be) for be in backends}}
+        cases.append(HostCase(name, "fwd", {k: _no_grad(v) for k, v in variants.items()}))
+        cases.append(HostCase(name, "fwd+bwd", {k: _fwd_bwd(v, grad) for k, v in variants.items()}))
+    steps = {"torch": train_step("torch", device=device), **{be: train_step(be, device=device) for be in backends}}
+    cases.append(HostCase("bvae_train_step batch 1", "train", steps, f"Fashion-MNIST BVAE, AdamW, on {device}"))
+    return cases
 
 
 def per_call_us(fn: Callable[[], object], number: int) -> float:
@@ -271,9 +310,11 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         by_case.setdefault((r["case"], r["mode"]), []).append(r)
     for (name, mode), group in by_case.items():
-        base, fused = group[0], group[-1]
-        lines.append(
-            f"| {name} | {mode} | {base['median_us']:.1f} ({base['variant']}) | {fused['median_us']:.1f} | "
-            f"**{fused['ratio']:.2f}x** | {fused['ratio_p20']:.2f}-{fused['ratio_p80']:.2f} |"
-        )
+        base = group[0]
+        for fused in group[1:]:
+            label = "" if len(group) == 2 else f" ({fused['variant']})"
+            lines.append(
+                f"| {name} | {mode} | {base['median_us']:.1f} ({base['variant']}) | {fused['median_us']:.1f}{label} | "
+                f"**{fused['ratio']:.2f}x** | {fused['ratio_p20']:.2f}-{fused['ratio_p80']:.2f} |"
+            )
     return "\n".join(lines)

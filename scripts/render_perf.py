@@ -3,7 +3,7 @@
 
     python scripts/render_perf.py                      # print the markdown for benchmarks/results/
     python scripts/render_perf.py --write              # rewrite README.md between the perf markers
-    python scripts/render_perf.py path/results.json    # print one run (gpu_check.sh does this)
+    python scripts/render_perf.py path/results.json    # print one run
 
 Inputs are `bvae bench` results ({"meta": ..., "rows": [...]}): benchmarks/results/*.json and
 benchmarks/results/*/results.json. Other JSON files (pytest-benchmark's) are skipped with a note.
@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bvae.bench import summary_markdown  # noqa: E402
 from bvae.bench_host import markdown as host_markdown  # noqa: E402
+from bvae_kernels.bench.report import summary_markdown  # noqa: E402
 
 BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
 

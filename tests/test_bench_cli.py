@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import bvae_kernels as bk
-from bvae import bench
 from bvae.cli import main
+from bvae_kernels import bench
+from bvae_kernels.bench.report import CSV_COLUMNS
 
 REQUIRED_ROW_KEYS = {
     "case",
@@ -43,7 +44,7 @@ def _run(tmp_path, *extra: str) -> dict:
     result = json.loads((out / "results.json").read_text())
     with (out / "results.csv").open() as fh:
         header = next(csv.reader(fh))
-    assert set(bench.CSV_COLUMNS) <= set(header)
+    assert set(CSV_COLUMNS) <= set(header)
     assert REQUIRED_META_KEYS <= set(result["meta"])
     return result
 
@@ -93,6 +94,29 @@ def test_bench_rejects_bad_arguments():
         bench.run_benchmarks("cpu", quick=True, cases="bi_linear", reps=0, progress=False)
     with pytest.raises(ValueError, match="backend"):
         bench.prepare(bench.CASES[0], "numpy", "cpu")
+    with pytest.raises(ValueError, match="backend"):
+        bench.run_benchmarks("cpu", quick=True, cases="bi_linear", backends=["numpy"], progress=False)
+
+
+def test_backends_apply_per_case():
+    """conv-only times op cases' contractions; CUDA graphs and reduce-overhead time the training step on CUDA."""
+    by_name = {c.name: c for c in bench.CASES}
+    assert bench.applicable(by_name["bi_conv2d"], "conv-only", "cuda")
+    assert not bench.applicable(by_name["gnova"], "conv-only", "cuda")
+    assert bench.applicable(by_name["bvae_train_step"], "triton+cudagraph", "cuda")
+    assert not bench.applicable(by_name["bvae_train_step"], "triton+cudagraph", "cpu")
+    assert not bench.applicable(by_name["bi_conv2d"], "torch.compile-reduce-overhead", "cuda")
+    cuda_defaults = bench.backends_for("cuda")
+    assert cuda_defaults[0] == "torch" and "conv-only" in cuda_defaults and "torch+cudagraph" in cuda_defaults
+    assert "conv-only" not in bench.backends_for("cpu")
+
+
+def test_conv_only_is_the_bare_contraction():
+    """conv-only computes F.conv2d without bias and activation: its output is the reference's pre-activation."""
+    case = next(c for c in bench.CASES if c.name == "bi_conv2d" and c.mode == "fwd" and "cpu" in c.devices)
+    y = bench.prepare(case, "conv-only", "cpu").fn()
+    ref = bench.prepare(case, "torch", "cpu").fn()
+    assert y.shape == ref.shape and not torch.allclose(y, ref)
 
 
 @pytest.mark.slow
