@@ -83,14 +83,17 @@ def test_a_case_past_the_limits_runs_on_the_compiled_op(monkeypatch):
     torch.testing.assert_close(y.double(), want, rtol=1e-5, atol=1e-5)
 
 
-def test_fp32_follows_the_tf32_flag_of_the_op_it_replaces(monkeypatch):
+def test_fp32_follows_the_tf32_flag_of_the_op_it_replaces():
     """Convs follow cuDNN's flag (as F.conv2d does), the dense layers matmul's; other dtypes never use tf32."""
     from bvae_kernels.triton._gemm import allow_tf32
 
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    assert allow_tf32(torch.float32) and not allow_tf32(torch.float32, dense=True)
-    assert not allow_tf32(torch.bfloat16) and not allow_tf32(torch.float16)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    assert not allow_tf32(torch.float32) and allow_tf32(torch.float32, dense=True)
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.allow_tf32, matmul.allow_tf32)  # properties: set and restored by hand (not monkeypatch)
+    try:
+        cudnn.allow_tf32, matmul.allow_tf32 = True, False
+        assert allow_tf32(torch.float32) and not allow_tf32(torch.float32, dense=True)
+        assert not allow_tf32(torch.bfloat16) and not allow_tf32(torch.float16)
+        cudnn.allow_tf32, matmul.allow_tf32 = False, True
+        assert not allow_tf32(torch.float32) and allow_tf32(torch.float32, dense=True)
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved
