@@ -21,14 +21,19 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-import bvae_kernels as bk
 from bvae_kernels._library import conv_output_size
 from bvae_kernels.activation import IDENTITY, ActivationLike, GNoVa, resolve_activation
+from bvae_kernels.backends import impl_for
 
 from ._checks import positive_int
-from .layers import BiConv2d, BiLinear, resolve_reverse_activation
+from .layers import BiConv2d, BiLinear, apply_activation, resolve_reverse_activation
 
 Shape = tuple[int, ...]
+
+# On the fused backends BiSequential and the models pass pre-activations between layers (each layer keeps one
+# activation for its backward instead of two; see BiConv2d.forward_pre). False runs the layers one by one, as
+# before, which is what the benchmarks compare against and a switch for debugging; the numbers are the same.
+CHAINING = True
 
 
 class BiFlatten(nn.Module):
@@ -48,8 +53,28 @@ class BiFlatten(nn.Module):
     def reverse(self, z: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
         return z.reshape(z.shape[0], *self.shape)
 
+    def forward_pre(self, x: torch.Tensor, input_activation: GNoVa = IDENTITY) -> tuple[torch.Tensor, GNoVa]:
+        """A pending activation passes through: it is elementwise, and this layer only reshapes."""
+        return self.forward(x), input_activation
+
+    def reverse_pre(
+        self, z: torch.Tensor, output_size: Sequence[int] | None = None, *, input_activation: GNoVa = IDENTITY
+    ) -> tuple[torch.Tensor, GNoVa]:
+        return self.reverse(z), input_activation
+
     def extra_repr(self) -> str:
         return f"shape={self.shape}"
+
+
+def chains(backend: str | None, t: torch.Tensor) -> bool:
+    """Whether layers on `backend` pass pre-activations for tensors like `t`: on the fused backends (one activation
+    kept per layer); the eager reference (backend "torch") runs the layers as they are, as eager code would."""
+    if not CHAINING:
+        return False
+    try:
+        return impl_for(backend, t.device.type) != "torch"
+    except (ValueError, AttributeError):  # an impossible request or not a tensor: the layers say what is wrong
+        return True
 
 
 def forward_activation(layer: nn.Module) -> GNoVa | None:
@@ -74,6 +99,23 @@ def reverse_layer(
     if isinstance(layer, BiFlatten):
         return layer.reverse(z)
     raise TypeError(f"reverse_layer: unsupported layer type {type(layer).__name__}")
+
+
+def reverse_layer_pre(
+    layer: nn.Module,
+    z: torch.Tensor,
+    activation: GNoVa,
+    input_activation: GNoVa,
+    output_size: Sequence[int] | None = None,
+) -> tuple[torch.Tensor, GNoVa]:
+    """reverse_layer for a chain: `layer` reads a_in(z) and leaves its activation pending: (u, activation)."""
+    if isinstance(layer, BiLinear):
+        return layer.reverse_pre(z, activation=activation, input_activation=input_activation)
+    if isinstance(layer, BiFlatten):
+        return layer.reverse_pre(z, input_activation=input_activation)
+    if isinstance(layer, (BiConv2d, BiResBlock, BiSequential)):
+        return layer.reverse_pre(z, output_size, activation=activation, input_activation=input_activation)
+    raise TypeError(f"reverse_layer_pre: unsupported layer type {type(layer).__name__}")
 
 
 def layer_output_shape(layer: nn.Module, shape: Shape) -> Shape:
@@ -128,22 +170,45 @@ class BiResBlock(nn.Module):
         self.conv1 = BiConv2d(channels, channels, 3, activation=self.activation, **common)
         self.conv2 = BiConv2d(channels, channels, 3, activation=IDENTITY, **common)
 
-    def _act(self, u: torch.Tensor, activation: GNoVa) -> torch.Tensor:
-        if activation == IDENTITY:
-            return u
-        return bk.gnova(u, *activation.params, backend=self.backend)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._act(x + self.conv2(self.conv1(x)), self.activation)
+        if not chains(self.backend, x):
+            return apply_activation(x + self.conv2(self.conv1(x)), self.activation, self.backend)
+        u, act = self.forward_pre(x)
+        return apply_activation(u, act, self.backend)
+
+    def forward_pre(self, x: torch.Tensor, input_activation: GNoVa = IDENTITY) -> tuple[torch.Tensor, GNoVa]:
+        """(x' + F(x'), a) with x' = a_in(x), the outer activation left pending. conv1 reads x through a_in and
+        conv2 reads conv1's pre-activation: the block keeps x (once, shared by conv1 and the skip's a_in) and
+        conv1's pre-activation; the skip adds a_in(x) itself, exactly as the unchained block does."""
+        u1, a1 = self.conv1.forward_pre(x, input_activation)
+        u2, _ = self.conv2.forward_pre(u1, a1)  # conv2 ends in the identity
+        return apply_activation(x, input_activation, self.backend) + u2, self.activation
 
     def reverse(
         self, z: torch.Tensor, output_size: Sequence[int] | None = None, *, activation: ActivationLike = "default"
     ) -> torch.Tensor:
         """Decode through the same two weights; `activation` replaces the outer `a` ("default": the block's)."""
+        if not chains(self.backend, z):
+            outer = resolve_reverse_activation(activation, self.activation)
+            inner = reverse_layer(self.conv1, reverse_layer(self.conv2, z, self.conv1.activation), IDENTITY)
+            return apply_activation(z + inner, outer, self.backend)
+        u, act = self.reverse_pre(z, output_size, activation=activation)
+        return apply_activation(u, act, self.backend)
+
+    def reverse_pre(
+        self,
+        z: torch.Tensor,
+        output_size: Sequence[int] | None = None,
+        *,
+        activation: ActivationLike = "default",
+        input_activation: GNoVa = IDENTITY,
+    ) -> tuple[torch.Tensor, GNoVa]:
+        """(z' + F_r(z'), outer) with z' = a_in(z): conv2's reverse (ending in conv1's activation, left pending
+        for conv1's reverse to read), conv1's reverse (identity), the skip add."""
         outer = resolve_reverse_activation(activation, self.activation)
-        inner = reverse_layer(self.conv2, z, self.conv1.activation)
-        inner = reverse_layer(self.conv1, inner, IDENTITY)
-        return self._act(z + inner, outer)
+        r2, a2 = self.conv2.reverse_pre(z, activation=self.conv1.activation, input_activation=input_activation)
+        r1, _ = self.conv1.reverse_pre(r2, activation=IDENTITY, input_activation=a2)
+        return apply_activation(z, input_activation, self.backend) + r1, outer
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, activation={self.activation}"
@@ -169,6 +234,8 @@ class BiSequential(nn.Sequential):
             acts.append(current)
         # activation that ends layer i's reverse = the forward output activation of layer i-1
         self._reverse_acts = [self.input_activation, *acts[:-1]]
+        # the backend the layers were built with (a model's layers share one): decides whether calls chain
+        self._backend = next((getattr(m, "backend", None) for m in self if hasattr(m, "backend")), None)
         self._out_act = acts[-1] if acts else self.input_activation
         self.input_shapes: list[Shape] | None = None
         self.input_shape: Shape | None = None
@@ -188,18 +255,47 @@ class BiSequential(nn.Sequential):
         """The activation of the forward output (of the last layer that has one)."""
         return self._out_act
 
+    def chains(self, t: torch.Tensor) -> bool:
+        """Whether calls on `t` pass pre-activations between the layers (see `chains`)."""
+        return chains(self._backend, t)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.chains(x):
+            for layer in self:
+                x = layer(x)
+            return x
+        u, act, backend = self._forward_pre(x, IDENTITY)
+        return apply_activation(u, act, backend)
+
+    def forward_pre(self, x: torch.Tensor, input_activation: GNoVa = IDENTITY) -> tuple[torch.Tensor, GNoVa]:
+        """The chain's output pre-activation and the activation left pending (see BiConv2d.forward_pre): between
+        two of its layers only pre-activations travel, so each layer keeps one activation for its backward."""
+        u, act, _ = self._forward_pre(x, input_activation)
+        return u, act
+
+    def _forward_pre(self, x: torch.Tensor, act: GNoVa) -> tuple[torch.Tensor, GNoVa, str | None]:
+        backend = None  # of the layer that left `act` pending: it applies it where the chain ends
         for layer in self:
-            x = layer(x)
-        return x
+            step = getattr(layer, "forward_pre", None)
+            if step is None:  # not a chain member: hand it an activated tensor
+                x, act = layer(apply_activation(x, act, backend)), IDENTITY
+                continue
+            x, act = step(x, act)
+            backend = getattr(layer, "backend", backend)
+        return x, act, backend
 
     def reverse(
         self, z: torch.Tensor, output_size: Sequence[int] | None = None, *, activation: ActivationLike = "default"
     ) -> torch.Tensor:
         """Decode: layers in reverse order, each through its own weights (mirror rule for activations)."""
+        if not self.chains(z):
+            return self._reverse_plain(z, output_size, activation)
+        u, act, backend = self._reverse_pre(z, output_size, activation, IDENTITY)
+        return apply_activation(u, act, backend)
+
+    def _reverse_plain(self, z: torch.Tensor, output_size: Sequence[int] | None, activation: ActivationLike):
         last = resolve_reverse_activation(activation, self.input_activation)
-        n = len(self)
-        for i in range(n - 1, -1, -1):
+        for i in range(len(self) - 1, -1, -1):
             act = self._reverse_acts[i] if i > 0 else last
             size = None
             if self.input_shapes is not None:
@@ -208,6 +304,34 @@ class BiSequential(nn.Sequential):
                 size = tuple(output_size)
             z = reverse_layer(self[i], z, act, size)
         return z
+
+    def reverse_pre(
+        self,
+        z: torch.Tensor,
+        output_size: Sequence[int] | None = None,
+        *,
+        activation: ActivationLike = "default",
+        input_activation: GNoVa = IDENTITY,
+    ) -> tuple[torch.Tensor, GNoVa]:
+        """The decode's output pre-activation and the activation left pending (see forward_pre)."""
+        u, act, _ = self._reverse_pre(z, output_size, activation, input_activation)
+        return u, act
+
+    def _reverse_pre(
+        self, z: torch.Tensor, output_size: Sequence[int] | None, activation: ActivationLike, pending: GNoVa
+    ) -> tuple[torch.Tensor, GNoVa, str | None]:
+        last = resolve_reverse_activation(activation, self.input_activation)
+        backend = None
+        for i in range(len(self) - 1, -1, -1):
+            act = self._reverse_acts[i] if i > 0 else last
+            size = None
+            if self.input_shapes is not None:
+                size = self.input_shapes[i]
+            elif i == 0 and output_size is not None:
+                size = tuple(output_size)
+            z, pending = reverse_layer_pre(self[i], z, act, pending, size)
+            backend = getattr(self[i], "backend", backend)
+        return z, pending, backend
 
     def extra_repr(self) -> str:
         return f"input_shape={self.input_shape}" if self.input_shape is not None else ""

@@ -25,7 +25,7 @@ from torch import nn
 
 import bvae_kernels as bk
 from bvae_kernels._library import conv_transpose_output_size
-from bvae_kernels.activation import ActivationLike, GNoVa, resolve_activation
+from bvae_kernels.activation import IDENTITY, ActivationLike, GNoVa, resolve_activation
 
 from ._checks import positive_int
 
@@ -40,6 +40,16 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     return values  # type: ignore[return-value]
+
+
+def apply_activation(t: torch.Tensor, activation: GNoVa, backend: str | None) -> torch.Tensor:
+    """a(t) as one fused op; nothing for the identity (a chain's pending activation, applied where it ends)."""
+    return t if activation == IDENTITY else bk.gnova(t, *activation.params, backend=backend)
+
+
+def _op_input_activation(activation: GNoVa) -> GNoVa | None:
+    """What a layer op takes as its input_activation: None (no argument at all) for the identity."""
+    return None if activation == IDENTITY else activation
 
 
 def resolve_reverse_activation(activation: ActivationLike, default: GNoVa) -> GNoVa:
@@ -178,6 +188,24 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
             backend=self.backend,
         )
 
+    def forward_pre(self, x: torch.Tensor, input_activation: GNoVa = IDENTITY) -> tuple[torch.Tensor, GNoVa]:
+        """Encode, leaving the activation to the next layer: (u, a) with u = conv2d(a_in(x), W) + b_f.
+
+        A chain (BiSequential, BiResBlock, the models) hands u on and the next layer reads a(u) as it loads it, so
+        each layer keeps one activation for its backward (its input) where eager keeps two (x and a(u)).
+        """
+        u = bk.bi_conv2d(
+            x,
+            self.weight,
+            self.bias,
+            stride=self._op_stride,
+            padding=self._op_padding,
+            activation=IDENTITY,
+            input_activation=_op_input_activation(input_activation),
+            backend=self.backend,
+        )
+        return u, self.activation
+
     def output_padding_for(self, input_hw: Sequence[int], output_size: Sequence[int]) -> tuple[int, int]:
         """The output_padding that makes the reverse direction produce `output_size` (H, W) from `input_hw`."""
         try:
@@ -217,6 +245,25 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
         strided forward exactly, e.g. 28 -> 14 -> 28 with k=3, s=2, p=1). `activation` replaces a ("default":
         the layer's own; containers pass the mirror rule's choice).
         """
+        act = self.activation if activation == "default" else resolve_activation(activation)
+        return self._reverse(z, output_size, act, IDENTITY)
+
+    def reverse_pre(
+        self,
+        z: torch.Tensor,
+        output_size: Sequence[int] | None = None,
+        *,
+        activation: ActivationLike = "default",
+        input_activation: GNoVa = IDENTITY,
+    ) -> tuple[torch.Tensor, GNoVa]:
+        """Decode, leaving the activation to the next layer: (u, a) with u = [e^s] conv_transpose2d(a_in(z), W) + b_r
+        (see forward_pre)."""
+        act = self.activation if activation == "default" else resolve_activation(activation)
+        return self._reverse(z, output_size, IDENTITY, input_activation), act
+
+    def _reverse(
+        self, z: torch.Tensor, output_size: Sequence[int] | None, activation: GNoVa, input_activation: GNoVa
+    ) -> torch.Tensor:
         output_padding = 0
         if output_size is not None:
             if not isinstance(z, torch.Tensor) or z.dim() not in (3, 4):
@@ -229,8 +276,9 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
             stride=self._op_stride,
             padding=self._op_padding,
             output_padding=output_padding,
-            activation=self.activation if activation == "default" else resolve_activation(activation),
+            activation=activation,
             log_scale=self.reverse_log_scale,
+            input_activation=_op_input_activation(input_activation),
             backend=self.backend,
         )
 
@@ -274,6 +322,19 @@ class BiLinear(_ReverseParamsMixin, nn.Module):
         """Encode: a(x W^T + b_f). x: [*, in_features]."""
         return bk.bi_linear(x, self.weight, self.bias, activation=self.activation, backend=self.backend)
 
+    def forward_pre(self, x: torch.Tensor, input_activation: GNoVa = IDENTITY) -> tuple[torch.Tensor, GNoVa]:
+        """Encode, leaving the activation to the next layer: (u, a) with u = a_in(x) W^T + b_f (see
+        BiConv2d.forward_pre)."""
+        u = bk.bi_linear(
+            x,
+            self.weight,
+            self.bias,
+            activation=IDENTITY,
+            input_activation=_op_input_activation(input_activation),
+            backend=self.backend,
+        )
+        return u, self.activation
+
     def reverse(self, z: torch.Tensor, *, activation: ActivationLike = "default") -> torch.Tensor:
         """Decode through the same weight: a(z W + b_r), or a(e^s z W + b_r) with a reverse scale. z: [*, out_features].
 
@@ -287,6 +348,21 @@ class BiLinear(_ReverseParamsMixin, nn.Module):
             log_scale=self.reverse_log_scale,
             backend=self.backend,
         )
+
+    def reverse_pre(
+        self, z: torch.Tensor, *, activation: ActivationLike = "default", input_activation: GNoVa = IDENTITY
+    ) -> tuple[torch.Tensor, GNoVa]:
+        """Decode, leaving the activation to the next layer: (u, a) with u = [e^s] a_in(z) W + b_r."""
+        u = bk.bi_linear_reverse(
+            z,
+            self.weight,
+            self.reverse_bias,
+            activation=IDENTITY,
+            log_scale=self.reverse_log_scale,
+            input_activation=_op_input_activation(input_activation),
+            backend=self.backend,
+        )
+        return u, self.activation if activation == "default" else resolve_activation(activation)
 
     def extra_repr(self) -> str:
         return (

@@ -38,11 +38,12 @@ from typing import Any
 import torch
 from torch import nn
 
+import bvae_kernels as bk
 from bvae_kernels.activation import IDENTITY, GNoVa
 
 from ._checks import non_negative, positive, positive_int
 from .blocks import BiFlatten, BiResBlock, BiSequential, layer_output_shape, reverse_layer
-from .layers import BiConv2d, BiLinear
+from .layers import BiConv2d, BiLinear, apply_activation
 from .objectives import DEFAULT_GAUSSIAN_SIGMA, ModelOutput, get_objective, randn
 
 # name -> (image shape, likelihood, architecture, default width, default hidden)
@@ -274,6 +275,33 @@ class _BaseVAE(nn.Module):
         return "\n".join(lines)
 
 
+def _heads(
+    body: BiSequential, mu_head: BiLinear, logvar_head: nn.Linear, x: torch.Tensor, backend: str | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, log var) of x: the body's last pre-activation goes to both heads, which read it through the body's
+    output activation (the log-var head, an nn.Linear, through the same fused op on its own weights), so the
+    encoder keeps one activation per layer for its backward (see BiConv2d.forward_pre)."""
+    if not body.chains(x):  # the eager reference: the layers as an eager model runs them
+        h = body(x)
+        return mu_head(h), logvar_head(h)
+    u, act = body.forward_pre(x)
+    mu, _ = mu_head.forward_pre(u, act)  # the mean head ends in the identity
+    in_act = None if act == IDENTITY else act
+    logvar = bk.bi_linear(u, logvar_head.weight, logvar_head.bias, activation=None, input_activation=in_act,
+                          backend=backend)  # fmt: skip
+    return mu, logvar
+
+
+def _decode(entry: BiLinear, body: BiSequential, z: torch.Tensor, backend: str | None) -> torch.Tensor:
+    """The decoder's output parameters (identity at the end): the entry layer's reverse, then the body's, passing
+    pre-activations between them."""
+    if not body.chains(z):
+        return body.reverse(reverse_layer(entry, z, body.output_activation), activation=IDENTITY)
+    h, act = entry.reverse_pre(z, activation=body.output_activation)
+    u, last = body.reverse_pre(h, activation=IDENTITY, input_activation=act)
+    return apply_activation(u, last, backend)
+
+
 class BVAE(_BaseVAE):
     """Bidirectional VAE: one network, encode = forward pass, decode = reverse pass through the same weights."""
 
@@ -289,12 +317,10 @@ class BVAE(_BaseVAE):
         init_weights(self.mu_head, act, "both", identity_layers=(self.mu_head,))
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.body(x)
-        return self.mu_head(h), self.logvar_head(h)
+        return _heads(self.body, self.mu_head, self.logvar_head, x, self.config.backend)
 
     def _decode_params(self, z: torch.Tensor) -> torch.Tensor:
-        h = reverse_layer(self.mu_head, z, self.body.output_activation)
-        return self.body.reverse(h, activation=IDENTITY)
+        return _decode(self.mu_head, self.body, z, self.config.backend)
 
     def parameter_counts(self) -> dict[str, int]:
         return {
@@ -327,12 +353,10 @@ class VAE(_BaseVAE):
         init_weights(self.decoder_head, act, "reverse")
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.encoder(x)
-        return self.mu_head(h), self.logvar_head(h)
+        return _heads(self.encoder, self.mu_head, self.logvar_head, x, self.config.backend)
 
     def _decode_params(self, z: torch.Tensor) -> torch.Tensor:
-        h = reverse_layer(self.decoder_head, z, self.decoder.output_activation)
-        return self.decoder.reverse(h, activation=IDENTITY)
+        return _decode(self.decoder_head, self.decoder, z, self.config.backend)
 
     def parameter_counts(self) -> dict[str, int]:
         return {

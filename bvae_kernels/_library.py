@@ -317,11 +317,11 @@ def fake_gnova_bwd(grad, u, alpha, beta, gamma):
     return _dense_like(u)
 
 
-def fake_bi_conv2d(x, weight, bias, stride, padding, alpha, beta, gamma):
+def fake_bi_conv2d(x, weight, bias, stride, padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
     return _conv_out(x, weight.shape[0], check_bi_conv2d(x, weight, bias, stride, padding))
 
 
-def fake_bi_conv2d_fwd(x, weight, bias, stride, padding, alpha, beta, gamma):
+def fake_bi_conv2d_fwd(x, weight, bias, stride, padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
     y = fake_bi_conv2d(x, weight, bias, stride, padding, alpha, beta, gamma)
     return y, torch.empty_like(y)
 
@@ -335,18 +335,48 @@ def _conv_grads(inp, weight, log_scale, channels, mask):
     return d_inp if mask[0] else None, d_w if mask[1] else None, d_b if mask[2] else None, d_s
 
 
-def fake_bi_conv2d_bwd(grad, x, weight, u, stride, padding, alpha, beta, gamma, output_mask):
+def fake_bi_conv2d_bwd(
+    grad, x, weight, u, stride, padding, alpha, beta, gamma, output_mask, in_alpha=1.0, in_beta=0.0, in_gamma=1.0
+):
     out = check_bi_conv2d(x, weight, None, stride, padding)
     _check_grad("bi_conv2d_bwd", grad, u, x, "x", [x.shape[0], weight.shape[0], *out], beta)
     return _conv_grads(x, weight, None, weight.shape[0], [*output_mask, False])[:3]
 
 
-def fake_bi_conv2d_reverse(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma):
+def fake_bi_conv2d_reverse(
+    z,
+    weight,
+    bias,
+    log_scale,
+    stride,
+    padding,
+    output_padding,
+    alpha,
+    beta,
+    gamma,
+    in_alpha=1.0,
+    in_beta=0.0,
+    in_gamma=1.0,
+):
     out = check_bi_conv2d_reverse(z, weight, bias, log_scale, stride, padding, output_padding)
     return _conv_out(z, weight.shape[1], out)
 
 
-def fake_bi_conv2d_reverse_fwd(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma):
+def fake_bi_conv2d_reverse_fwd(
+    z,
+    weight,
+    bias,
+    log_scale,
+    stride,
+    padding,
+    output_padding,
+    alpha,
+    beta,
+    gamma,
+    in_alpha=1.0,
+    in_beta=0.0,
+    in_gamma=1.0,
+):
     y = fake_bi_conv2d_reverse(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma)
     return y, torch.empty_like(y)
 
@@ -364,18 +394,21 @@ def fake_bi_conv2d_reverse_bwd(
     beta,
     gamma,
     output_mask,
+    in_alpha=1.0,
+    in_beta=0.0,
+    in_gamma=1.0,
 ):
     out = check_bi_conv2d_reverse(z, weight, None, log_scale, stride, padding, output_padding)
     _check_grad("bi_conv2d_reverse_bwd", grad, u, z, "z", [z.shape[0], weight.shape[1], *out], beta)
     return _conv_grads(z, weight, log_scale, weight.shape[1], output_mask)
 
 
-def fake_bi_linear(x, weight, bias, alpha, beta, gamma):
+def fake_bi_linear(x, weight, bias, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
     check_bi_linear("bi_linear", x, "x", weight, bias, None, reverse=False)
     return _linear_out(x, weight.shape[0])
 
 
-def fake_bi_linear_fwd(x, weight, bias, alpha, beta, gamma):
+def fake_bi_linear_fwd(x, weight, bias, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
     y = fake_bi_linear(x, weight, bias, alpha, beta, gamma)
     return y, torch.empty_like(y)
 
@@ -389,23 +422,25 @@ def _linear_grads(inp, weight, log_scale, features, mask):
     return d_inp, d_w, d_b, d_s
 
 
-def fake_bi_linear_bwd(grad, x, weight, u, alpha, beta, gamma, output_mask):
+def fake_bi_linear_bwd(grad, x, weight, u, alpha, beta, gamma, output_mask, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
     check_bi_linear("bi_linear_bwd", x, "x", weight, None, None, reverse=False)
     _check_grad("bi_linear_bwd", grad, u, x, "x", [*x.shape[:-1], weight.shape[0]], beta)
     return _linear_grads(x, weight, None, weight.shape[0], [*output_mask, False])[:3]
 
 
-def fake_bi_linear_reverse(z, weight, bias, log_scale, alpha, beta, gamma):
+def fake_bi_linear_reverse(z, weight, bias, log_scale, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
     check_bi_linear("bi_linear_reverse", z, "z", weight, bias, log_scale, reverse=True)
     return _linear_out(z, weight.shape[1])
 
 
-def fake_bi_linear_reverse_fwd(z, weight, bias, log_scale, alpha, beta, gamma):
+def fake_bi_linear_reverse_fwd(z, weight, bias, log_scale, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
     y = fake_bi_linear_reverse(z, weight, bias, log_scale, alpha, beta, gamma)
     return y, torch.empty_like(y)
 
 
-def fake_bi_linear_reverse_bwd(grad, z, weight, u, log_scale, alpha, beta, gamma, output_mask):
+def fake_bi_linear_reverse_bwd(
+    grad, z, weight, u, log_scale, alpha, beta, gamma, output_mask, in_alpha=1.0, in_beta=0.0, in_gamma=1.0
+):
     check_bi_linear("bi_linear_reverse_bwd", z, "z", weight, None, log_scale, reverse=True)
     _check_grad("bi_linear_reverse_bwd", grad, u, z, "z", [*z.shape[:-1], weight.shape[1]], beta)
     return _linear_grads(z, weight, log_scale, weight.shape[1], output_mask)

@@ -20,7 +20,7 @@ from .activation import ActivationLike, GNoVa, activation_params
 from .backends import FAST_INT_ARGS, impl_for, impl_table
 
 
-def _reference(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma):  # noqa: ANN001, ANN202
+def _reference(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma, *in_act):  # noqa: ANN001, ANN202
     """The eager reference with the op's signature (backend "torch")."""
     stride, padding, output_padding = (
         pair(stride, "stride"),
@@ -29,8 +29,10 @@ def _reference(z, weight, bias, log_scale, stride, padding, output_padding, alph
     )
     z, weight, bias = autocast_inputs(z, weight, bias)
     check_bi_conv2d_reverse(z, weight, bias, log_scale, stride, padding, output_padding)
-    act = GNoVa(alpha, beta, gamma)
-    return reference.bi_conv2d_reverse(z, weight, bias, stride, padding, output_padding, act, log_scale=log_scale)
+    act, in_act = GNoVa(alpha, beta, gamma), GNoVa(*in_act) if in_act else None
+    return reference.bi_conv2d_reverse(
+        z, weight, bias, stride, padding, output_padding, act, log_scale=log_scale, input_activation=in_act
+    )
 
 
 _OPS = impl_table("bi_conv2d_reverse", _reference)
@@ -46,14 +48,18 @@ def bi_conv2d_reverse(
     output_padding: int | Sequence[int] = 0,
     activation: ActivationLike = "gnova",
     log_scale: torch.Tensor | None = None,
+    input_activation: ActivationLike = None,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """Reverse direction through the same weight: a(e^s conv_transpose2d(z, W, ...) + b_r).
+    """Reverse direction through the same weight: a(e^s conv_transpose2d(a_in(z), W, ...) + b_r).
 
     z: [N, C_out, H, W] (or unbatched); weight: [C_out, C_in, kh, kw] (the forward layer's); bias: [C_in];
-    log_scale: an optional one-element tensor s (the layer's learned reverse scale; its gradient is exact).
+    log_scale: an optional one-element tensor s (the layer's learned reverse scale; its gradient is exact);
+    input_activation: a_in (none by default): z is then the previous layer's pre-activation (see bi_conv2d).
     """
-    alpha, beta, gamma = activation_params(activation)
+    act = activation_params(activation)
+    if input_activation is not None:
+        act += activation_params(input_activation)
     if type(stride) not in FAST_INT_ARGS:
         stride = pair(stride, "stride")
     if type(padding) not in FAST_INT_ARGS:
@@ -63,9 +69,9 @@ def bi_conv2d_reverse(
     try:
         op = _OPS[impl_for(backend, z.device.type)]
         if z.dim() == 4:
-            return op(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma)
+            return op(z, weight, bias, log_scale, stride, padding, output_padding, *act)
         if z.dim() == 3:
-            return op(z[None], weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma)[0]
+            return op(z[None], weight, bias, log_scale, stride, padding, output_padding, *act)[0]
         raise ValueError(f"bi_conv2d_reverse: z must be 3D or 4D, got shape {tuple(z.shape)}")
     except (RuntimeError, TypeError, AttributeError):
         # The schema parser's messages name positions, not arguments: say what is wrong in our words.

@@ -16,11 +16,11 @@ from .activation import ActivationLike, GNoVa, activation_params
 from .backends import impl_for, impl_table
 
 
-def _reference(x, weight, bias, alpha, beta, gamma):  # noqa: ANN001, ANN202
+def _reference(x, weight, bias, alpha, beta, gamma, *in_act):  # noqa: ANN001, ANN202
     """The eager reference with the op's signature (backend "torch")."""
     x, weight, bias = autocast_inputs(x, weight, bias)
     check_bi_linear("bi_linear", x, "x", weight, bias, None, reverse=False)
-    return reference.bi_linear(x, weight, bias, GNoVa(alpha, beta, gamma))
+    return reference.bi_linear(x, weight, bias, GNoVa(alpha, beta, gamma), GNoVa(*in_act) if in_act else None)
 
 
 _OPS = impl_table("bi_linear", _reference)
@@ -32,12 +32,16 @@ def bi_linear(
     bias: torch.Tensor | None = None,
     *,
     activation: ActivationLike = "gnova",
+    input_activation: ActivationLike = None,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """Forward direction of a bidirectional dense layer: a(x W^T + b_f); x [*, in], weight [out, in]."""
-    alpha, beta, gamma = activation_params(activation)
+    """Forward direction of a bidirectional dense layer: a(a_in(x) W^T + b_f); x [*, in], weight [out, in];
+    input_activation a_in: none by default (see bi_conv2d)."""
+    act = activation_params(activation)
+    if input_activation is not None:
+        act += activation_params(input_activation)
     try:
-        return _OPS[impl_for(backend, x.device.type)](x, weight, bias, alpha, beta, gamma)
+        return _OPS[impl_for(backend, x.device.type)](x, weight, bias, *act)
     except (RuntimeError, TypeError, AttributeError):
         check_bi_linear("bi_linear", x, "x", weight, bias, None, reverse=False)  # our words for a parser error
         raise

@@ -17,11 +17,12 @@ from .activation import ActivationLike, GNoVa, activation_params
 from .backends import impl_for, impl_table
 
 
-def _reference(z, weight, bias, log_scale, alpha, beta, gamma):  # noqa: ANN001, ANN202
+def _reference(z, weight, bias, log_scale, alpha, beta, gamma, *in_act):  # noqa: ANN001, ANN202
     """The eager reference with the op's signature (backend "torch")."""
     z, weight, bias = autocast_inputs(z, weight, bias)
     check_bi_linear("bi_linear_reverse", z, "z", weight, bias, log_scale, reverse=True)
-    return reference.bi_linear_reverse(z, weight, bias, GNoVa(alpha, beta, gamma), log_scale=log_scale)
+    act, in_act = GNoVa(alpha, beta, gamma), GNoVa(*in_act) if in_act else None
+    return reference.bi_linear_reverse(z, weight, bias, act, log_scale=log_scale, input_activation=in_act)
 
 
 _OPS = impl_table("bi_linear_reverse", _reference)
@@ -34,12 +35,16 @@ def bi_linear_reverse(
     *,
     activation: ActivationLike = "gnova",
     log_scale: torch.Tensor | None = None,
+    input_activation: ActivationLike = None,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """Reverse direction through the same weight: a(e^s z W + b_r); z [*, out], weight [out, in], bias [in]."""
-    alpha, beta, gamma = activation_params(activation)
+    """Reverse direction through the same weight: a(e^s a_in(z) W + b_r); z [*, out], weight [out, in], bias [in];
+    input_activation a_in: none by default (see bi_conv2d)."""
+    act = activation_params(activation)
+    if input_activation is not None:
+        act += activation_params(input_activation)
     try:
-        return _OPS[impl_for(backend, z.device.type)](z, weight, bias, log_scale, alpha, beta, gamma)
+        return _OPS[impl_for(backend, z.device.type)](z, weight, bias, log_scale, *act)
     except (RuntimeError, TypeError, AttributeError):
         check_bi_linear("bi_linear_reverse", z, "z", weight, bias, log_scale, reverse=True)  # our words
         raise

@@ -39,25 +39,29 @@ enum class Impl { kCompiled, kTriton };
 using GnovaSig = Tensor(const Tensor&, double, double, double);
 using GnovaBwdSig = Tensor(const Tensor&, const Tensor&, double, double, double);
 using ConvSig = Tensor(const Tensor&, const Tensor&, const OptTensor&, IntArrayRef, IntArrayRef, double, double,
-                       double);
+                       double, double, double, double);
 using ConvFwdSig = Tensor2(const Tensor&, const Tensor&, const OptTensor&, IntArrayRef, IntArrayRef, double, double,
-                           double);
+                           double, double, double, double);
 using ConvBwdSig = Tensor3(const Tensor&, const Tensor&, const Tensor&, const OptTensor&, IntArrayRef, IntArrayRef,
-                           double, double, double, Mask3);
+                           double, double, double, Mask3, double, double, double);
 using RevSig = Tensor(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, IntArrayRef, IntArrayRef,
-                      IntArrayRef, double, double, double);
+                      IntArrayRef, double, double, double, double, double, double);
 using RevFwdSig = Tensor2(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, IntArrayRef, IntArrayRef,
-                          IntArrayRef, double, double, double);
+                          IntArrayRef, double, double, double, double, double, double);
 using RevBwdSig = Tensor4(const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
-                          IntArrayRef, IntArrayRef, IntArrayRef, double, double, double, Mask4);
-using LinSig = Tensor(const Tensor&, const Tensor&, const OptTensor&, double, double, double);
-using LinFwdSig = Tensor2(const Tensor&, const Tensor&, const OptTensor&, double, double, double);
+                          IntArrayRef, IntArrayRef, IntArrayRef, double, double, double, Mask4, double, double, double);
+using LinSig = Tensor(const Tensor&, const Tensor&, const OptTensor&, double, double, double, double, double,
+                      double);
+using LinFwdSig = Tensor2(const Tensor&, const Tensor&, const OptTensor&, double, double, double, double, double,
+                          double);
 using LinBwdSig = Tensor3(const Tensor&, const Tensor&, const Tensor&, const OptTensor&, double, double, double,
-                          Mask3);
-using LinRevSig = Tensor(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, double, double, double);
-using LinRevFwdSig = Tensor2(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, double, double, double);
+                          Mask3, double, double, double);
+using LinRevSig = Tensor(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, double, double, double,
+                         double, double, double);
+using LinRevFwdSig = Tensor2(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, double, double, double,
+                             double, double, double);
 using LinRevBwdSig = Tensor4(const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, double,
-                             double, double, Mask4);
+                             double, double, Mask4, double, double, double);
 
 // The op handles of one family, looked up once. The family is a run-time value inside the autograd Functions
 // (one set of Function classes serves both: half the template instances, and half the compile time).
@@ -137,47 +141,68 @@ Tensor slope(const OptTensor& u, ActParams act, const Tensor& like) {
 
 Tensor scale_of(const Tensor& log_scale) { return log_scale.exp().reshape({}); }
 
+// a(x) as differentiable ATen ops (a layer's input activation, recomputed in the composites).
+Tensor act_aten(const Tensor& x, ActParams act) {
+  if (act.identity()) return x;
+  if (act.constant_slope()) return x * act.alpha;
+  return act.alpha * x + act.beta * at::sigmoid(x * act.gamma);
+}
+
+// The input activation's parameters as saved in a Function's context, and back.
+std::vector<double> act_vec(ActParams act) { return {act.alpha, act.beta, act.gamma}; }
+ActParams act_of(const c10::IValue& saved) {
+  const auto v = saved.toDoubleVector();
+  return {v[0], v[1], v[2]};
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // backward composites (differentiable ATen ops: the bwd ops' autograd when a graph of the gradient is needed)
 // ---------------------------------------------------------------------------------------------------------
 Tensor4 conv_backward_composite(const Tensor& grad, const Tensor& input, const Tensor& weight, const OptTensor& u,
                                 const OptTensor& log_scale, IntArrayRef stride, IntArrayRef padding,
-                                IntArrayRef output_padding, bool transposed, ActParams act, Mask4 mask) {
+                                IntArrayRef output_padding, bool transposed, ActParams act, Mask4 mask,
+                                ActParams in_act) {
   const bool scale_grad = mask[3] && defined(log_scale);
   Tensor du = grad * slope(u, act, grad);
   Tensor db = mask[2] ? du.sum({0, 2, 3}) : Tensor();
   if (defined(log_scale)) du = du * scale_of(*log_scale);
   const bool need_input = mask[0] || scale_grad;
+  const Tensor eff = act_aten(input, in_act);
   Tensor dinput, dweight, dscale;
   if (need_input || mask[1]) {
     std::tie(dinput, dweight, std::ignore) = at::convolution_backward(
-        du, input, weight, std::nullopt, stride, padding, {1, 1}, transposed, output_padding, 1,
+        du, eff, weight, std::nullopt, stride, padding, {1, 1}, transposed, output_padding, 1,
         {need_input, mask[1], false});
   }
   if (need_input) dinput = dinput.contiguous(memory_format_of(input));
   if (mask[1]) dweight = dweight.contiguous(memory_format_of(weight));
-  if (scale_grad) dscale = log_scale_grad(dinput, input, *log_scale);
+  if (scale_grad) dscale = log_scale_grad(dinput, eff, *log_scale);
+  if (mask[0] && !in_act.identity()) dinput = dinput * slope(input, in_act, dinput);
   return {mask[0] ? dinput : Tensor(), dweight, db, dscale};
 }
 
 Tensor4 linear_backward_composite(const Tensor& grad, const Tensor& inp, const Tensor& weight, const OptTensor& u,
-                                  const OptTensor& log_scale, bool reverse, ActParams act, Mask4 mask) {
+                                  const OptTensor& log_scale, bool reverse, ActParams act, Mask4 mask,
+                                  ActParams in_act) {
   const bool scale_grad = mask[3] && defined(log_scale);
   const int64_t n_out = grad.size(-1);
   Tensor du = (grad * slope(u, act, grad)).reshape({-1, n_out});
   Tensor db = mask[2] ? du.sum(0) : Tensor();
   if (defined(log_scale)) du = du * scale_of(*log_scale);
-  const auto inp2 = inp.reshape({-1, inp.size(-1)});
+  const Tensor eff = act_aten(inp, in_act);
+  const auto inp2 = eff.reshape({-1, inp.size(-1)});
   Tensor dinp, dweight, dscale;
   if (mask[0] || scale_grad) dinp = (reverse ? at::mm(du, weight.t()) : at::mm(du, weight)).view(inp.sizes());
   if (mask[1]) dweight = reverse ? at::mm(inp2.t(), du) : at::mm(du.t(), inp2);
-  if (scale_grad) dscale = log_scale_grad(dinp, inp, *log_scale);
+  if (scale_grad) dscale = log_scale_grad(dinp, eff, *log_scale);
+  if (mask[0] && !in_act.identity()) dinp = dinp * slope(inp, in_act, dinp);
   return {mask[0] ? dinp : Tensor(), dweight, db, dscale};
 }
 
 // The pre-activations, recomputed as differentiable ATen ops of the saved inputs (create_graph only).
-Tensor conv_pre(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride, IntArrayRef padding) {
-  return at::convolution(x, w, b, stride, padding, {1, 1}, false, {0, 0}, 1);
+Tensor conv_pre(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride, IntArrayRef padding,
+                ActParams in_act) {
+  return at::convolution(act_aten(x, in_act), w, b, stride, padding, {1, 1}, false, {0, 0}, 1);
 }
 
 Tensor reverse_scaled(Tensor pre, const OptTensor& b, const OptTensor& log_scale, int64_t channel_dim) {
@@ -189,8 +214,8 @@ Tensor reverse_scaled(Tensor pre, const OptTensor& b, const OptTensor& log_scale
 }
 
 Tensor conv_reverse_pre(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& log_scale,
-                        IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding) {
-  auto pre = at::convolution(z, w, std::nullopt, stride, padding, {1, 1}, true, output_padding, 1);
+                        IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, ActParams in_act) {
+  auto pre = at::convolution(act_aten(z, in_act), w, std::nullopt, stride, padding, {1, 1}, true, output_padding, 1);
   return reverse_scaled(pre, b, log_scale, 1);
 }
 
@@ -238,23 +263,27 @@ Tensor gnova_bwd_autograd(const Tensor& grad, const Tensor& u, double alpha, dou
 // ---------------------------------------------------------------------------------------------------------
 // bi_conv2d (forward direction)
 // ---------------------------------------------------------------------------------------------------------
+// Every layer Function takes the input activation (ia, ib, ig) last; what it saves is unchanged: its input
+// (the previous layer's pre-activation when ia, ib, ig is not the identity), the weight, the bias and u.
 template <bool kWithU>
 struct BiConv2dFn : public Function<BiConv2dFn<kWithU>> {
   using Out = std::conditional_t<kWithU, variable_list, Tensor>;
-  static Out forward(AutogradContext* ctx, Impl impl, const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
-                     IntArrayRef padding, double alpha, double beta, double gamma) {
+  static Out forward(AutogradContext* ctx, Impl impl, const Tensor& x, const Tensor& w, const OptTensor& b,
+                     IntArrayRef stride, IntArrayRef padding, double alpha, double beta, double gamma, double ia,
+                     double ib, double ig) {
     at::AutoDispatchBelowADInplaceOrView guard;
     const ActParams act{alpha, beta, gamma};
     Tensor y, u;
     if (act.constant_slope() && !kWithU) {
-      y = ops(impl).bi_conv2d.call(x, w, b, stride, padding, alpha, beta, gamma);
+      y = ops(impl).bi_conv2d.call(x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig);
     } else {
-      std::tie(y, u) = ops(impl).bi_conv2d_fwd.call(x, w, b, stride, padding, alpha, beta, gamma);
+      std::tie(y, u) = ops(impl).bi_conv2d_fwd.call(x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig);
     }
     ctx->set_materialize_grads(false);
     ctx->save_for_backward({x, w, b.value_or(Tensor()), act.constant_slope() ? Tensor() : u});
     ctx->saved_data["ints"] = std::vector<int64_t>{stride[0], stride[1], padding[0], padding[1]};
     ctx->saved_data["act"] = std::vector<double>{alpha, beta, gamma};
+    ctx->saved_data["in_act"] = std::vector<double>{ia, ib, ig};
     ctx->saved_data["impl"] = static_cast<int64_t>(impl);
     if constexpr (kWithU) {
       ctx->mark_non_differentiable({u});
@@ -264,61 +293,64 @@ struct BiConv2dFn : public Function<BiConv2dFn<kWithU>> {
     }
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list out(9);  // one per forward argument, the family first
+    variable_list out(12);  // one per forward argument, the family first
     if (!grads[0].defined()) return out;
     const auto impl = static_cast<Impl>(ctx->saved_data["impl"].toInt());
     const auto saved = ctx->get_saved_variables();
     const Tensor &x = saved[0], &w = saved[1], &b = saved[2];
     const auto ints = ctx->saved_data["ints"].toIntVector();
     const auto a = ctx->saved_data["act"].toDoubleVector();
+    const ActParams in = act_of(ctx->saved_data["in_act"]);
     const IntArrayRef stride(ints.data(), 2), padding(ints.data() + 2, 2);
     const EdgeIndex edges{true, true, b.defined()};
     const Mask3 mask{edges.needs(ctx, 0), edges.needs(ctx, 1), edges.needs(ctx, 2)};
     OptTensor u = opt(saved[3]);
-    if (at::GradMode::is_enabled() && u.has_value()) u = conv_pre(x, w, opt(b), stride, padding);
-    std::tie(out[1], out[2], out[3]) =
-        ops(impl).bi_conv2d_bwd.call(grads[0], x, w, u, stride, padding, a[0], a[1], a[2], mask);
+    if (at::GradMode::is_enabled() && u.has_value()) u = conv_pre(x, w, opt(b), stride, padding, in);
+    std::tie(out[1], out[2], out[3]) = ops(impl).bi_conv2d_bwd.call(grads[0], x, w, u, stride, padding, a[0], a[1],
+                                                                    a[2], mask, in.alpha, in.beta, in.gamma);
     return out;
   }
 };
 
 template <Impl I>
 Tensor bi_conv2d_autograd(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
-                          IntArrayRef padding, double alpha, double beta, double gamma) {
+                          IntArrayRef padding, double alpha, double beta, double gamma, double ia, double ib,
+                          double ig) {
   refuse_forward_ad("bi_conv2d", x, w, b);
   if (!any_requires_grad(x, w, b)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return ops(I).bi_conv2d.call(x, w, b, stride, padding, alpha, beta, gamma);
+    return ops(I).bi_conv2d.call(x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig);
   }
-  return BiConv2dFn<false>::apply(I, x, w, b, stride, padding, alpha, beta, gamma);
+  return BiConv2dFn<false>::apply(I, x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig);
 }
 
 template <Impl I>
 Tensor2 bi_conv2d_fwd_autograd(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
-                               IntArrayRef padding, double alpha, double beta, double gamma) {
+                               IntArrayRef padding, double alpha, double beta, double gamma, double ia, double ib,
+                               double ig) {
   refuse_forward_ad("bi_conv2d_fwd", x, w, b);
   if (!any_requires_grad(x, w, b)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return ops(I).bi_conv2d_fwd.call(x, w, b, stride, padding, alpha, beta, gamma);
+    return ops(I).bi_conv2d_fwd.call(x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig);
   }
-  auto out = BiConv2dFn<true>::apply(I, x, w, b, stride, padding, alpha, beta, gamma);
+  auto out = BiConv2dFn<true>::apply(I, x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig);
   return {out[0], out[1]};
 }
 
 template <Impl I>
 Tensor3 bi_conv2d_bwd_autograd(const Tensor& grad, const Tensor& x, const Tensor& w, const OptTensor& u,
                                IntArrayRef stride, IntArrayRef padding, double alpha, double beta, double gamma,
-                               Mask3 mask) {
+                               Mask3 mask, double ia, double ib, double ig) {
   refuse_forward_ad("bi_conv2d_bwd", grad, x, w, u);
   if (!any_requires_grad(grad, x, w, u)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return ops(I).bi_conv2d_bwd.call(grad, x, w, u, stride, padding, alpha, beta, gamma, mask);
+    return ops(I).bi_conv2d_bwd.call(grad, x, w, u, stride, padding, alpha, beta, gamma, mask, ia, ib, ig);
   }
   const ActParams act{alpha, beta, gamma};
   const auto out = check_bi_conv2d(x, w, std::nullopt, stride, padding);
   check_grad("bi_conv2d_bwd", grad, u, x, "x", {x.size(0), w.size(0), out[0], out[1]}, act);
   auto [dx, dw, db, ds] = conv_backward_composite(grad, x, w, u, std::nullopt, stride, padding, {0, 0}, false, act,
-                                                  {mask[0], mask[1], mask[2], false});
+                                                  {mask[0], mask[1], mask[2], false}, {ia, ib, ig});
   return {dx, dw, db};
 }
 
@@ -328,23 +360,206 @@ Tensor3 bi_conv2d_bwd_autograd(const Tensor& grad, const Tensor& x, const Tensor
 template <bool kWithU>
 struct BiConv2dReverseFn : public Function<BiConv2dReverseFn<kWithU>> {
   using Out = std::conditional_t<kWithU, variable_list, Tensor>;
-  static Out forward(AutogradContext* ctx, Impl impl, const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
-                     IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, double alpha, double beta,
-                     double gamma) {
+  static Out forward(AutogradContext* ctx, Impl impl, const Tensor& z, const Tensor& w, const OptTensor& b,
+                     const OptTensor& s, IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding,
+                     double alpha, double beta, double gamma, double ia, double ib, double ig) {
     at::AutoDispatchBelowADInplaceOrView guard;
     const ActParams act{alpha, beta, gamma};
     Tensor y, u;
     if (act.constant_slope() && !kWithU) {
-      y = ops(impl).bi_conv2d_reverse.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma);
+      y = ops(impl).bi_conv2d_reverse.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma, ia, ib,
+                                           ig);
     } else {
-      std::tie(y, u) =
-          ops(impl).bi_conv2d_reverse_fwd.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma);
+      std::tie(y, u) = ops(impl).bi_conv2d_reverse_fwd.call(z, w, b, s, stride, padding, output_padding, alpha, beta,
+                                                            gamma, ia, ib, ig);
     }
     ctx->set_materialize_grads(false);
     ctx->save_for_backward({z, w, b.value_or(Tensor()), s.value_or(Tensor()), act.constant_slope() ? Tensor() : u});
     ctx->saved_data["ints"] = std::vector<int64_t>{stride[0],  stride[1],         padding[0],
                                                    padding[1], output_padding[0], output_padding[1]};
     ctx->saved_data["act"] = std::vector<double>{alpha, beta, gamma};
+    ctx->saved_data["in_act"] = std::vector<double>{ia, ib, ig};
+    ctx->saved_data["impl"] = static_cast<int64_t>(impl);
+    if constexpr (kWithU) {
+      ctx->mark_non_differentiable({u});
+      return {y, u};
+    } else {
+      return y;
+    }
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list out(14);  // one per forward argument, the family first
+    if (!grads[0].defined()) return out;
+    const auto impl = static_cast<Impl>(ctx->saved_data["impl"].toInt());
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &z = saved[0], &w = saved[1], &b = saved[2], &s = saved[3];
+    const auto ints = ctx->saved_data["ints"].toIntVector();
+    const auto a = ctx->saved_data["act"].toDoubleVector();
+    const ActParams in = act_of(ctx->saved_data["in_act"]);
+    const IntArrayRef stride(ints.data(), 2), padding(ints.data() + 2, 2), output_padding(ints.data() + 4, 2);
+    const EdgeIndex edges{true, true, b.defined(), s.defined()};
+    const Mask4 mask{edges.needs(ctx, 0), edges.needs(ctx, 1), edges.needs(ctx, 2), edges.needs(ctx, 3)};
+    OptTensor u = opt(saved[4]);
+    if (at::GradMode::is_enabled() && u.has_value()) {
+      u = conv_reverse_pre(z, w, opt(b), opt(s), stride, padding, output_padding, in);
+    }
+    std::tie(out[1], out[2], out[3], out[4]) = ops(impl).bi_conv2d_reverse_bwd.call(
+        grads[0], z, w, u, opt(s), stride, padding, output_padding, a[0], a[1], a[2], mask, in.alpha, in.beta,
+        in.gamma);
+    return out;
+  }
+};
+
+template <Impl I>
+Tensor bi_conv2d_reverse_autograd(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
+                                  IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, double alpha,
+                                  double beta, double gamma, double ia, double ib, double ig) {
+  refuse_forward_ad("bi_conv2d_reverse", z, w, b, s);
+  if (!any_requires_grad(z, w, b, s)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return ops(I).bi_conv2d_reverse.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma, ia, ib,
+                                         ig);
+  }
+  return BiConv2dReverseFn<false>::apply(I, z, w, b, s, stride, padding, output_padding, alpha, beta, gamma, ia, ib,
+                                         ig);
+}
+
+template <Impl I>
+Tensor2 bi_conv2d_reverse_fwd_autograd(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
+                                       IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding,
+                                       double alpha, double beta, double gamma, double ia, double ib, double ig) {
+  refuse_forward_ad("bi_conv2d_reverse_fwd", z, w, b, s);
+  if (!any_requires_grad(z, w, b, s)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return ops(I).bi_conv2d_reverse_fwd.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma, ia,
+                                             ib, ig);
+  }
+  auto out = BiConv2dReverseFn<true>::apply(I, z, w, b, s, stride, padding, output_padding, alpha, beta, gamma, ia,
+                                            ib, ig);
+  return {out[0], out[1]};
+}
+
+template <Impl I>
+Tensor4 bi_conv2d_reverse_bwd_autograd(const Tensor& grad, const Tensor& z, const Tensor& w, const OptTensor& u,
+                                       const OptTensor& s, IntArrayRef stride, IntArrayRef padding,
+                                       IntArrayRef output_padding, double alpha, double beta, double gamma,
+                                       Mask4 mask, double ia, double ib, double ig) {
+  refuse_forward_ad("bi_conv2d_reverse_bwd", grad, z, w, u, s);
+  if (!any_requires_grad(grad, z, w, u, s)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return ops(I).bi_conv2d_reverse_bwd.call(grad, z, w, u, s, stride, padding, output_padding, alpha, beta, gamma,
+                                             mask, ia, ib, ig);
+  }
+  const ActParams act{alpha, beta, gamma};
+  const auto out = check_bi_conv2d_reverse(z, w, std::nullopt, s, stride, padding, output_padding);
+  check_grad("bi_conv2d_reverse_bwd", grad, u, z, "z", {z.size(0), w.size(1), out[0], out[1]}, act);
+  return conv_backward_composite(grad, z, w, u, s, stride, padding, output_padding, true, act, mask, {ia, ib, ig});
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// bi_linear (forward direction) and bi_linear_reverse (reverse direction, optional reverse scale)
+// ---------------------------------------------------------------------------------------------------------
+template <bool kWithU>
+struct BiLinearFn : public Function<BiLinearFn<kWithU>> {
+  using Out = std::conditional_t<kWithU, variable_list, Tensor>;
+  static Out forward(AutogradContext* ctx, Impl impl, const Tensor& x, const Tensor& w, const OptTensor& b,
+                     double alpha, double beta, double gamma, double ia, double ib, double ig) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    const ActParams act{alpha, beta, gamma};
+    Tensor y, u;
+    if (act.constant_slope() && !kWithU) {
+      y = ops(impl).bi_linear.call(x, w, b, alpha, beta, gamma, ia, ib, ig);
+    } else {
+      std::tie(y, u) = ops(impl).bi_linear_fwd.call(x, w, b, alpha, beta, gamma, ia, ib, ig);
+    }
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward({x, w, b.value_or(Tensor()), act.constant_slope() ? Tensor() : u});
+    ctx->saved_data["act"] = std::vector<double>{alpha, beta, gamma};
+    ctx->saved_data["in_act"] = std::vector<double>{ia, ib, ig};
+    ctx->saved_data["impl"] = static_cast<int64_t>(impl);
+    if constexpr (kWithU) {
+      ctx->mark_non_differentiable({u});
+      return {y, u};
+    } else {
+      return y;
+    }
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list out(10);  // one per forward argument, the family first
+    if (!grads[0].defined()) return out;
+    const auto impl = static_cast<Impl>(ctx->saved_data["impl"].toInt());
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &x = saved[0], &w = saved[1], &b = saved[2];
+    const auto a = ctx->saved_data["act"].toDoubleVector();
+    const ActParams in = act_of(ctx->saved_data["in_act"]);
+    const EdgeIndex edges{true, true, b.defined()};
+    const Mask3 mask{edges.needs(ctx, 0), edges.needs(ctx, 1), edges.needs(ctx, 2)};
+    OptTensor u = opt(saved[3]);
+    if (at::GradMode::is_enabled() && u.has_value()) u = at::linear(act_aten(x, in), w, opt(b));
+    std::tie(out[1], out[2], out[3]) =
+        ops(impl).bi_linear_bwd.call(grads[0], x, w, u, a[0], a[1], a[2], mask, in.alpha, in.beta, in.gamma);
+    return out;
+  }
+};
+
+template <Impl I>
+Tensor bi_linear_autograd(const Tensor& x, const Tensor& w, const OptTensor& b, double alpha, double beta,
+                          double gamma, double ia, double ib, double ig) {
+  refuse_forward_ad("bi_linear", x, w, b);
+  if (!any_requires_grad(x, w, b)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return ops(I).bi_linear.call(x, w, b, alpha, beta, gamma, ia, ib, ig);
+  }
+  return BiLinearFn<false>::apply(I, x, w, b, alpha, beta, gamma, ia, ib, ig);
+}
+
+template <Impl I>
+Tensor2 bi_linear_fwd_autograd(const Tensor& x, const Tensor& w, const OptTensor& b, double alpha, double beta,
+                               double gamma, double ia, double ib, double ig) {
+  refuse_forward_ad("bi_linear_fwd", x, w, b);
+  if (!any_requires_grad(x, w, b)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return ops(I).bi_linear_fwd.call(x, w, b, alpha, beta, gamma, ia, ib, ig);
+  }
+  auto out = BiLinearFn<true>::apply(I, x, w, b, alpha, beta, gamma, ia, ib, ig);
+  return {out[0], out[1]};
+}
+
+template <Impl I>
+Tensor3 bi_linear_bwd_autograd(const Tensor& grad, const Tensor& x, const Tensor& w, const OptTensor& u,
+                               double alpha, double beta, double gamma, Mask3 mask, double ia, double ib, double ig) {
+  refuse_forward_ad("bi_linear_bwd", grad, x, w, u);
+  if (!any_requires_grad(grad, x, w, u)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return ops(I).bi_linear_bwd.call(grad, x, w, u, alpha, beta, gamma, mask, ia, ib, ig);
+  }
+  const ActParams act{alpha, beta, gamma};
+  check_bi_linear("bi_linear_bwd", x, "x", w, std::nullopt, std::nullopt, false);
+  auto out_sizes = x.sizes().vec();
+  out_sizes.back() = w.size(0);
+  check_grad("bi_linear_bwd", grad, u, x, "x", out_sizes, act);
+  auto [dx, dw, db, ds] = linear_backward_composite(grad, x, w, u, std::nullopt, false, act,
+                                                    {mask[0], mask[1], mask[2], false}, {ia, ib, ig});
+  return {dx, dw, db};
+}
+
+template <bool kWithU>
+struct BiLinearReverseFn : public Function<BiLinearReverseFn<kWithU>> {
+  using Out = std::conditional_t<kWithU, variable_list, Tensor>;
+  static Out forward(AutogradContext* ctx, Impl impl, const Tensor& z, const Tensor& w, const OptTensor& b,
+                     const OptTensor& s, double alpha, double beta, double gamma, double ia, double ib, double ig) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    const ActParams act{alpha, beta, gamma};
+    Tensor y, u;
+    if (act.constant_slope() && !kWithU) {
+      y = ops(impl).bi_linear_reverse.call(z, w, b, s, alpha, beta, gamma, ia, ib, ig);
+    } else {
+      std::tie(y, u) = ops(impl).bi_linear_reverse_fwd.call(z, w, b, s, alpha, beta, gamma, ia, ib, ig);
+    }
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward({z, w, b.value_or(Tensor()), s.value_or(Tensor()), act.constant_slope() ? Tensor() : u});
+    ctx->saved_data["act"] = std::vector<double>{alpha, beta, gamma};
+    ctx->saved_data["in_act"] = std::vector<double>{ia, ib, ig};
     ctx->saved_data["impl"] = static_cast<int64_t>(impl);
     if constexpr (kWithU) {
       ctx->mark_non_differentiable({u});
@@ -359,225 +574,58 @@ struct BiConv2dReverseFn : public Function<BiConv2dReverseFn<kWithU>> {
     const auto impl = static_cast<Impl>(ctx->saved_data["impl"].toInt());
     const auto saved = ctx->get_saved_variables();
     const Tensor &z = saved[0], &w = saved[1], &b = saved[2], &s = saved[3];
-    const auto ints = ctx->saved_data["ints"].toIntVector();
     const auto a = ctx->saved_data["act"].toDoubleVector();
-    const IntArrayRef stride(ints.data(), 2), padding(ints.data() + 2, 2), output_padding(ints.data() + 4, 2);
+    const ActParams in = act_of(ctx->saved_data["in_act"]);
     const EdgeIndex edges{true, true, b.defined(), s.defined()};
     const Mask4 mask{edges.needs(ctx, 0), edges.needs(ctx, 1), edges.needs(ctx, 2), edges.needs(ctx, 3)};
     OptTensor u = opt(saved[4]);
     if (at::GradMode::is_enabled() && u.has_value()) {
-      u = conv_reverse_pre(z, w, opt(b), opt(s), stride, padding, output_padding);
+      u = reverse_scaled(at::matmul(act_aten(z, in), w), opt(b), opt(s), z.dim() - 1);
     }
-    std::tie(out[1], out[2], out[3], out[4]) = ops(impl).bi_conv2d_reverse_bwd.call(
-        grads[0], z, w, u, opt(s), stride, padding, output_padding, a[0], a[1], a[2], mask);
-    return out;
-  }
-};
-
-template <Impl I>
-Tensor bi_conv2d_reverse_autograd(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
-                                  IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, double alpha,
-                                  double beta, double gamma) {
-  refuse_forward_ad("bi_conv2d_reverse", z, w, b, s);
-  if (!any_requires_grad(z, w, b, s)) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return ops(I).bi_conv2d_reverse.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma);
-  }
-  return BiConv2dReverseFn<false>::apply(I, z, w, b, s, stride, padding, output_padding, alpha, beta, gamma);
-}
-
-template <Impl I>
-Tensor2 bi_conv2d_reverse_fwd_autograd(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
-                                       IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding,
-                                       double alpha, double beta, double gamma) {
-  refuse_forward_ad("bi_conv2d_reverse_fwd", z, w, b, s);
-  if (!any_requires_grad(z, w, b, s)) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return ops(I).bi_conv2d_reverse_fwd.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma);
-  }
-  auto out = BiConv2dReverseFn<true>::apply(I, z, w, b, s, stride, padding, output_padding, alpha, beta, gamma);
-  return {out[0], out[1]};
-}
-
-template <Impl I>
-Tensor4 bi_conv2d_reverse_bwd_autograd(const Tensor& grad, const Tensor& z, const Tensor& w, const OptTensor& u,
-                                       const OptTensor& s, IntArrayRef stride, IntArrayRef padding,
-                                       IntArrayRef output_padding, double alpha, double beta, double gamma,
-                                       Mask4 mask) {
-  refuse_forward_ad("bi_conv2d_reverse_bwd", grad, z, w, u, s);
-  if (!any_requires_grad(grad, z, w, u, s)) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return ops(I).bi_conv2d_reverse_bwd.call(grad, z, w, u, s, stride, padding, output_padding, alpha, beta,
-                                                    gamma, mask);
-  }
-  const ActParams act{alpha, beta, gamma};
-  const auto out = check_bi_conv2d_reverse(z, w, std::nullopt, s, stride, padding, output_padding);
-  check_grad("bi_conv2d_reverse_bwd", grad, u, z, "z", {z.size(0), w.size(1), out[0], out[1]}, act);
-  return conv_backward_composite(grad, z, w, u, s, stride, padding, output_padding, true, act, mask);
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// bi_linear (forward direction) and bi_linear_reverse (reverse direction, optional reverse scale)
-// ---------------------------------------------------------------------------------------------------------
-template <bool kWithU>
-struct BiLinearFn : public Function<BiLinearFn<kWithU>> {
-  using Out = std::conditional_t<kWithU, variable_list, Tensor>;
-  static Out forward(AutogradContext* ctx, Impl impl, const Tensor& x, const Tensor& w, const OptTensor& b, double alpha,
-                     double beta, double gamma) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    const ActParams act{alpha, beta, gamma};
-    Tensor y, u;
-    if (act.constant_slope() && !kWithU) {
-      y = ops(impl).bi_linear.call(x, w, b, alpha, beta, gamma);
-    } else {
-      std::tie(y, u) = ops(impl).bi_linear_fwd.call(x, w, b, alpha, beta, gamma);
-    }
-    ctx->set_materialize_grads(false);
-    ctx->save_for_backward({x, w, b.value_or(Tensor()), act.constant_slope() ? Tensor() : u});
-    ctx->saved_data["act"] = std::vector<double>{alpha, beta, gamma};
-    ctx->saved_data["impl"] = static_cast<int64_t>(impl);
-    if constexpr (kWithU) {
-      ctx->mark_non_differentiable({u});
-      return {y, u};
-    } else {
-      return y;
-    }
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list out(7);  // one per forward argument, the family first
-    if (!grads[0].defined()) return out;
-    const auto impl = static_cast<Impl>(ctx->saved_data["impl"].toInt());
-    const auto saved = ctx->get_saved_variables();
-    const Tensor &x = saved[0], &w = saved[1], &b = saved[2];
-    const auto a = ctx->saved_data["act"].toDoubleVector();
-    const EdgeIndex edges{true, true, b.defined()};
-    const Mask3 mask{edges.needs(ctx, 0), edges.needs(ctx, 1), edges.needs(ctx, 2)};
-    OptTensor u = opt(saved[3]);
-    if (at::GradMode::is_enabled() && u.has_value()) u = at::linear(x, w, opt(b));
-    std::tie(out[1], out[2], out[3]) = ops(impl).bi_linear_bwd.call(grads[0], x, w, u, a[0], a[1], a[2], mask);
-    return out;
-  }
-};
-
-template <Impl I>
-Tensor bi_linear_autograd(const Tensor& x, const Tensor& w, const OptTensor& b, double alpha, double beta,
-                          double gamma) {
-  refuse_forward_ad("bi_linear", x, w, b);
-  if (!any_requires_grad(x, w, b)) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return ops(I).bi_linear.call(x, w, b, alpha, beta, gamma);
-  }
-  return BiLinearFn<false>::apply(I, x, w, b, alpha, beta, gamma);
-}
-
-template <Impl I>
-Tensor2 bi_linear_fwd_autograd(const Tensor& x, const Tensor& w, const OptTensor& b, double alpha, double beta,
-                               double gamma) {
-  refuse_forward_ad("bi_linear_fwd", x, w, b);
-  if (!any_requires_grad(x, w, b)) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return ops(I).bi_linear_fwd.call(x, w, b, alpha, beta, gamma);
-  }
-  auto out = BiLinearFn<true>::apply(I, x, w, b, alpha, beta, gamma);
-  return {out[0], out[1]};
-}
-
-template <Impl I>
-Tensor3 bi_linear_bwd_autograd(const Tensor& grad, const Tensor& x, const Tensor& w, const OptTensor& u,
-                               double alpha, double beta, double gamma, Mask3 mask) {
-  refuse_forward_ad("bi_linear_bwd", grad, x, w, u);
-  if (!any_requires_grad(grad, x, w, u)) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return ops(I).bi_linear_bwd.call(grad, x, w, u, alpha, beta, gamma, mask);
-  }
-  const ActParams act{alpha, beta, gamma};
-  check_bi_linear("bi_linear_bwd", x, "x", w, std::nullopt, std::nullopt, false);
-  auto out_sizes = x.sizes().vec();
-  out_sizes.back() = w.size(0);
-  check_grad("bi_linear_bwd", grad, u, x, "x", out_sizes, act);
-  auto [dx, dw, db, ds] =
-      linear_backward_composite(grad, x, w, u, std::nullopt, false, act, {mask[0], mask[1], mask[2], false});
-  return {dx, dw, db};
-}
-
-template <bool kWithU>
-struct BiLinearReverseFn : public Function<BiLinearReverseFn<kWithU>> {
-  using Out = std::conditional_t<kWithU, variable_list, Tensor>;
-  static Out forward(AutogradContext* ctx, Impl impl, const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
-                     double alpha, double beta, double gamma) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    const ActParams act{alpha, beta, gamma};
-    Tensor y, u;
-    if (act.constant_slope() && !kWithU) {
-      y = ops(impl).bi_linear_reverse.call(z, w, b, s, alpha, beta, gamma);
-    } else {
-      std::tie(y, u) = ops(impl).bi_linear_reverse_fwd.call(z, w, b, s, alpha, beta, gamma);
-    }
-    ctx->set_materialize_grads(false);
-    ctx->save_for_backward({z, w, b.value_or(Tensor()), s.value_or(Tensor()), act.constant_slope() ? Tensor() : u});
-    ctx->saved_data["act"] = std::vector<double>{alpha, beta, gamma};
-    ctx->saved_data["impl"] = static_cast<int64_t>(impl);
-    if constexpr (kWithU) {
-      ctx->mark_non_differentiable({u});
-      return {y, u};
-    } else {
-      return y;
-    }
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list out(8);  // one per forward argument, the family first
-    if (!grads[0].defined()) return out;
-    const auto impl = static_cast<Impl>(ctx->saved_data["impl"].toInt());
-    const auto saved = ctx->get_saved_variables();
-    const Tensor &z = saved[0], &w = saved[1], &b = saved[2], &s = saved[3];
-    const auto a = ctx->saved_data["act"].toDoubleVector();
-    const EdgeIndex edges{true, true, b.defined(), s.defined()};
-    const Mask4 mask{edges.needs(ctx, 0), edges.needs(ctx, 1), edges.needs(ctx, 2), edges.needs(ctx, 3)};
-    OptTensor u = opt(saved[4]);
-    if (at::GradMode::is_enabled() && u.has_value()) u = reverse_scaled(at::matmul(z, w), opt(b), opt(s), z.dim() - 1);
-    std::tie(out[1], out[2], out[3], out[4]) =
-        ops(impl).bi_linear_reverse_bwd.call(grads[0], z, w, u, opt(s), a[0], a[1], a[2], mask);
+    std::tie(out[1], out[2], out[3], out[4]) = ops(impl).bi_linear_reverse_bwd.call(
+        grads[0], z, w, u, opt(s), a[0], a[1], a[2], mask, in.alpha, in.beta, in.gamma);
     return out;
   }
 };
 
 template <Impl I>
 Tensor bi_linear_reverse_autograd(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
-                                  double alpha, double beta, double gamma) {
+                                  double alpha, double beta, double gamma, double ia, double ib, double ig) {
   refuse_forward_ad("bi_linear_reverse", z, w, b, s);
   if (!any_requires_grad(z, w, b, s)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return ops(I).bi_linear_reverse.call(z, w, b, s, alpha, beta, gamma);
+    return ops(I).bi_linear_reverse.call(z, w, b, s, alpha, beta, gamma, ia, ib, ig);
   }
-  return BiLinearReverseFn<false>::apply(I, z, w, b, s, alpha, beta, gamma);
+  return BiLinearReverseFn<false>::apply(I, z, w, b, s, alpha, beta, gamma, ia, ib, ig);
 }
 
 template <Impl I>
 Tensor2 bi_linear_reverse_fwd_autograd(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
-                                       double alpha, double beta, double gamma) {
+                                       double alpha, double beta, double gamma, double ia, double ib, double ig) {
   refuse_forward_ad("bi_linear_reverse_fwd", z, w, b, s);
   if (!any_requires_grad(z, w, b, s)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return ops(I).bi_linear_reverse_fwd.call(z, w, b, s, alpha, beta, gamma);
+    return ops(I).bi_linear_reverse_fwd.call(z, w, b, s, alpha, beta, gamma, ia, ib, ig);
   }
-  auto out = BiLinearReverseFn<true>::apply(I, z, w, b, s, alpha, beta, gamma);
+  auto out = BiLinearReverseFn<true>::apply(I, z, w, b, s, alpha, beta, gamma, ia, ib, ig);
   return {out[0], out[1]};
 }
 
 template <Impl I>
 Tensor4 bi_linear_reverse_bwd_autograd(const Tensor& grad, const Tensor& z, const Tensor& w, const OptTensor& u,
-                                       const OptTensor& s, double alpha, double beta, double gamma, Mask4 mask) {
+                                       const OptTensor& s, double alpha, double beta, double gamma, Mask4 mask,
+                                       double ia, double ib, double ig) {
   refuse_forward_ad("bi_linear_reverse_bwd", grad, z, w, u, s);
   if (!any_requires_grad(grad, z, w, u, s)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return ops(I).bi_linear_reverse_bwd.call(grad, z, w, u, s, alpha, beta, gamma, mask);
+    return ops(I).bi_linear_reverse_bwd.call(grad, z, w, u, s, alpha, beta, gamma, mask, ia, ib, ig);
   }
   const ActParams act{alpha, beta, gamma};
   check_bi_linear("bi_linear_reverse_bwd", z, "z", w, std::nullopt, s, true);
   auto out_sizes = z.sizes().vec();
   out_sizes.back() = w.size(1);
   check_grad("bi_linear_reverse_bwd", grad, u, z, "z", out_sizes, act);
-  return linear_backward_composite(grad, z, w, u, s, true, act, mask);
+  return linear_backward_composite(grad, z, w, u, s, true, act, mask, {ia, ib, ig});
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -594,46 +642,48 @@ struct Autocast {
 template <Impl I, c10::DeviceType D>
 struct AutocastOps {
   static Tensor bi_conv2d(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
-                          IntArrayRef padding, double a, double be, double g) {
+                          IntArrayRef padding, double a, double be, double g, double ia, double ib, double ig) {
     Autocast<D> cast;
-    return ops(I).bi_conv2d.call(cast(x), cast(w), cast(b), stride, padding, a, be, g);
+    return ops(I).bi_conv2d.call(cast(x), cast(w), cast(b), stride, padding, a, be, g, ia, ib, ig);
   }
   static Tensor2 bi_conv2d_fwd(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
-                               IntArrayRef padding, double a, double be, double g) {
+                               IntArrayRef padding, double a, double be, double g, double ia, double ib, double ig) {
     Autocast<D> cast;
-    return ops(I).bi_conv2d_fwd.call(cast(x), cast(w), cast(b), stride, padding, a, be, g);
+    return ops(I).bi_conv2d_fwd.call(cast(x), cast(w), cast(b), stride, padding, a, be, g, ia, ib, ig);
   }
   static Tensor bi_conv2d_reverse(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
                                   IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, double a,
-                                  double be, double g) {
+                                  double be, double g, double ia, double ib, double ig) {
     Autocast<D> cast;
-    return ops(I).bi_conv2d_reverse.call(cast(z), cast(w), cast(b), s, stride, padding, output_padding, a, be,
-                                                g);
+    return ops(I).bi_conv2d_reverse.call(cast(z), cast(w), cast(b), s, stride, padding, output_padding, a, be, g, ia,
+                                         ib, ig);
   }
   static Tensor2 bi_conv2d_reverse_fwd(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
                                        IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, double a,
-                                       double be, double g) {
+                                       double be, double g, double ia, double ib, double ig) {
     Autocast<D> cast;
-    return ops(I).bi_conv2d_reverse_fwd.call(cast(z), cast(w), cast(b), s, stride, padding, output_padding, a,
-                                                    be, g);
+    return ops(I).bi_conv2d_reverse_fwd.call(cast(z), cast(w), cast(b), s, stride, padding, output_padding, a, be,
+                                             g, ia, ib, ig);
   }
-  static Tensor bi_linear(const Tensor& x, const Tensor& w, const OptTensor& b, double a, double be, double g) {
+  static Tensor bi_linear(const Tensor& x, const Tensor& w, const OptTensor& b, double a, double be, double g,
+                          double ia, double ib, double ig) {
     Autocast<D> cast;
-    return ops(I).bi_linear.call(cast(x), cast(w), cast(b), a, be, g);
+    return ops(I).bi_linear.call(cast(x), cast(w), cast(b), a, be, g, ia, ib, ig);
   }
-  static Tensor2 bi_linear_fwd(const Tensor& x, const Tensor& w, const OptTensor& b, double a, double be, double g) {
+  static Tensor2 bi_linear_fwd(const Tensor& x, const Tensor& w, const OptTensor& b, double a, double be, double g,
+                               double ia, double ib, double ig) {
     Autocast<D> cast;
-    return ops(I).bi_linear_fwd.call(cast(x), cast(w), cast(b), a, be, g);
+    return ops(I).bi_linear_fwd.call(cast(x), cast(w), cast(b), a, be, g, ia, ib, ig);
   }
   static Tensor bi_linear_reverse(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s, double a,
-                                  double be, double g) {
+                                  double be, double g, double ia, double ib, double ig) {
     Autocast<D> cast;
-    return ops(I).bi_linear_reverse.call(cast(z), cast(w), cast(b), s, a, be, g);
+    return ops(I).bi_linear_reverse.call(cast(z), cast(w), cast(b), s, a, be, g, ia, ib, ig);
   }
   static Tensor2 bi_linear_reverse_fwd(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
-                                       double a, double be, double g) {
+                                       double a, double be, double g, double ia, double ib, double ig) {
     Autocast<D> cast;
-    return ops(I).bi_linear_reverse_fwd.call(cast(z), cast(w), cast(b), s, a, be, g);
+    return ops(I).bi_linear_reverse_fwd.call(cast(z), cast(w), cast(b), s, a, be, g, ia, ib, ig);
   }
 
   static void register_all(torch::Library& m, const std::string& prefix) {

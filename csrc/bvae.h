@@ -33,7 +33,10 @@ struct ActParams {
   double gamma;
   // a'(u) = alpha whatever u is: the backward never reads u, so the forward need not keep it.
   bool constant_slope() const { return beta == 0.0 || gamma == 0.0; }
+  // a(u) = u: an input activation that is not applied at all.
+  bool identity() const { return alpha == 1.0 && constant_slope(); }
 };
+constexpr ActParams kIdentity{1.0, 0.0, 1.0};
 
 // ---------------------------------------------------------------------------------------------------------
 // formatting for messages (Python spellings: torch.float32, (2, 3), [2, 3])
@@ -308,107 +311,6 @@ inline Tensor log_scale_grad(const Tensor& dz, const Tensor& z, const Tensor& lo
 // ---------------------------------------------------------------------------------------------------------
 // the ops, device-generic
 // ---------------------------------------------------------------------------------------------------------
-template <BiasActFn bias_act>
-std::tuple<Tensor, Tensor> bi_conv2d_impl(const Tensor& x, const Tensor& weight, const OptTensor& bias,
-                                          IntArrayRef stride, IntArrayRef padding, ActParams act, bool keep_u) {
-  check_bi_conv2d(x, weight, bias, stride, padding);
-  auto z = at::convolution(x, weight, std::nullopt, stride, padding, {1, 1}, false, {0, 0}, 1);
-  return bias_act(z.contiguous(memory_format_of(x)), {bias, std::nullopt, act, keep_u, true});
-}
-
-template <BiasActFn bias_act>
-std::tuple<Tensor, Tensor> bi_conv2d_reverse_impl(const Tensor& z, const Tensor& weight, const OptTensor& bias,
-                                                  const OptTensor& log_scale, IntArrayRef stride, IntArrayRef padding,
-                                                  IntArrayRef output_padding, ActParams act, bool keep_u) {
-  check_bi_conv2d_reverse(z, weight, bias, log_scale, stride, padding, output_padding);
-  auto pre = at::convolution(z, weight, std::nullopt, stride, padding, {1, 1}, true, output_padding, 1);
-  return bias_act(pre.contiguous(memory_format_of(z)), {bias, log_scale, act, keep_u, true});
-}
-
-// Shared backward of both conv directions: `transposed` says which contraction was the layer's.
-template <ActBackwardFn act_backward>
-std::tuple<Tensor, Tensor, Tensor, Tensor> conv_backward_impl(const Tensor& grad, const Tensor& input,
-                                                              const Tensor& weight, const OptTensor& u,
-                                                              const OptTensor& log_scale, IntArrayRef stride,
-                                                              IntArrayRef padding, IntArrayRef output_padding,
-                                                              bool transposed, ActParams act,
-                                                              std::array<bool, 4> mask) {
-  const bool scale_grad = mask[3] && log_scale.has_value() && log_scale->defined();
-  auto [du, db] = act_backward(grad, u, act, log_scale, mask[2]);
-  const bool need_input = mask[0] || scale_grad;
-  Tensor dinput, dweight, dscale;
-  if (need_input || mask[1]) {
-    auto res = at::convolution_backward(du, input, weight, std::nullopt, stride, padding, {1, 1}, transposed,
-                                        output_padding, 1, {need_input, mask[1], false});
-    // ATen picks the gradients' memory formats; ours follow their tensors' (what the fakes promise).
-    if (need_input) dinput = std::get<0>(res).contiguous(memory_format_of(input));
-    if (mask[1]) dweight = std::get<1>(res).contiguous(memory_format_of(weight));
-  }
-  if (scale_grad) dscale = log_scale_grad(dinput, input, *log_scale);
-  if (!mask[0]) dinput = Tensor();
-  return {dinput, dweight, db, dscale};
-}
-
-template <ActBackwardFn act_backward>
-std::tuple<Tensor, Tensor, Tensor> bi_conv2d_backward_impl(const Tensor& grad, const Tensor& x, const Tensor& weight,
-                                                           const OptTensor& u, IntArrayRef stride,
-                                                           IntArrayRef padding, ActParams act,
-                                                           std::array<bool, 3> mask) {
-  const auto out = check_bi_conv2d(x, weight, std::nullopt, stride, padding);
-  check_grad("bi_conv2d_bwd", grad, u, x, "x", {x.size(0), weight.size(0), out[0], out[1]}, act);
-  auto [dx, dw, db, ds] = conv_backward_impl<act_backward>(grad, x, weight, u, std::nullopt, stride, padding, {0, 0},
-                                                           false, act, {mask[0], mask[1], mask[2], false});
-  return {dx, dw, db};
-}
-
-template <ActBackwardFn act_backward>
-std::tuple<Tensor, Tensor, Tensor, Tensor> bi_conv2d_reverse_backward_impl(
-    const Tensor& grad, const Tensor& z, const Tensor& weight, const OptTensor& u, const OptTensor& log_scale,
-    IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, ActParams act, std::array<bool, 4> mask) {
-  const auto out = check_bi_conv2d_reverse(z, weight, std::nullopt, log_scale, stride, padding, output_padding);
-  check_grad("bi_conv2d_reverse_bwd", grad, u, z, "z", {z.size(0), weight.size(1), out[0], out[1]}, act);
-  return conv_backward_impl<act_backward>(grad, z, weight, u, log_scale, stride, padding, output_padding, true, act,
-                                          mask);
-}
-
-// Dense layers: x [*, in] @ W^T -> [*, out] (forward); z [*, out] @ W -> [*, in] (reverse).
-template <BiasActFn bias_act>
-std::tuple<Tensor, Tensor> linear_impl(const Tensor& inp, const Tensor& weight, const OptTensor& bias,
-                                       const OptTensor& log_scale, bool reverse, ActParams act, bool keep_u) {
-  check_bi_linear(reverse ? "bi_linear_reverse" : "bi_linear", inp, reverse ? "z" : "x", weight, bias, log_scale,
-                  reverse);
-  const auto inp2 = inp.reshape({-1, inp.size(-1)});
-  auto pre = reverse ? at::mm(inp2, weight) : at::mm(inp2, weight.t());
-  auto [y, u] = bias_act(pre.contiguous(), {bias, log_scale, act, keep_u, true});
-  auto out_sizes = inp.sizes().vec();
-  out_sizes.back() = y.size(1);
-  return {y.view(out_sizes), keep_u ? u.view(out_sizes) : u};
-}
-
-template <ActBackwardFn act_backward>
-std::tuple<Tensor, Tensor, Tensor, Tensor> linear_backward_impl(const Tensor& grad, const Tensor& inp,
-                                                                const Tensor& weight, const OptTensor& u,
-                                                                const OptTensor& log_scale, bool reverse,
-                                                                ActParams act, std::array<bool, 4> mask) {
-  const char* op = reverse ? "bi_linear_reverse_bwd" : "bi_linear_bwd";
-  check_bi_linear(op, inp, reverse ? "z" : "x", weight, std::nullopt, log_scale, reverse);
-  auto out_sizes = inp.sizes().vec();
-  out_sizes.back() = weight.size(reverse ? 1 : 0);
-  check_grad(op, grad, u, inp, reverse ? "z" : "x", out_sizes, act);
-  const int64_t n_out = out_sizes.back();
-  OptTensor u2;
-  if (u.has_value() && u->defined()) u2 = u->reshape({-1, n_out});
-  const bool scale_grad = mask[3] && log_scale.has_value() && log_scale->defined();
-  auto [du, db] = act_backward(grad.reshape({-1, n_out}), u2, act, log_scale, mask[2]);
-  const auto inp2 = inp.reshape({-1, inp.size(-1)});
-  Tensor dinp, dweight, dscale;
-  if (mask[0] || scale_grad) dinp = (reverse ? at::mm(du, weight.t()) : at::mm(du, weight)).view(inp.sizes());
-  if (mask[1]) dweight = reverse ? at::mm(inp2.t(), du) : at::mm(du.t(), inp2);
-  if (scale_grad) dscale = log_scale_grad(dinp, inp, *log_scale);
-  if (!mask[0]) dinp = Tensor();
-  return {dinp, dweight, db, dscale};
-}
-
 // Elementwise G-NoVa on any tensor, through the same primitives: no copies, the input's strides kept (a
 // non-dense input is made contiguous), the input never written.
 template <BiasActFn bias_act>
@@ -429,11 +331,144 @@ Tensor gnova_backward_impl(const Tensor& grad, const Tensor& u, ActParams act) {
   return du.as_strided(dense.sizes(), dense.strides());
 }
 
+// A layer's input as its contraction reads it: a_in(input) (a temporary, never saved), or input itself.
+template <BiasActFn bias_act>
+Tensor input_act(const Tensor& input, ActParams in_act) {
+  return in_act.identity() ? input : gnova_impl<bias_act>(input, in_act);
+}
+
+// The gradient of the layer's input from that of a_in(input): d_input = d_eff * a_in'(input).
+template <ActBackwardFn act_backward>
+Tensor input_act_grad(const Tensor& d_eff, const Tensor& input, ActParams in_act) {
+  if (in_act.identity() || !d_eff.defined()) return d_eff;
+  if (in_act.constant_slope()) return d_eff * in_act.alpha;
+  return gnova_backward_impl<act_backward>(d_eff, input, in_act);
+}
+
+template <BiasActFn bias_act>
+std::tuple<Tensor, Tensor> bi_conv2d_impl(const Tensor& x, const Tensor& weight, const OptTensor& bias,
+                                          IntArrayRef stride, IntArrayRef padding, ActParams act, bool keep_u,
+                                          ActParams in_act) {
+  check_bi_conv2d(x, weight, bias, stride, padding);
+  auto z = at::convolution(input_act<bias_act>(x, in_act), weight, std::nullopt, stride, padding, {1, 1}, false,
+                           {0, 0}, 1);
+  return bias_act(z.contiguous(memory_format_of(x)), {bias, std::nullopt, act, keep_u, true});
+}
+
+template <BiasActFn bias_act>
+std::tuple<Tensor, Tensor> bi_conv2d_reverse_impl(const Tensor& z, const Tensor& weight, const OptTensor& bias,
+                                                  const OptTensor& log_scale, IntArrayRef stride, IntArrayRef padding,
+                                                  IntArrayRef output_padding, ActParams act, bool keep_u,
+                                                  ActParams in_act) {
+  check_bi_conv2d_reverse(z, weight, bias, log_scale, stride, padding, output_padding);
+  auto pre = at::convolution(input_act<bias_act>(z, in_act), weight, std::nullopt, stride, padding, {1, 1}, true,
+                             output_padding, 1);
+  return bias_act(pre.contiguous(memory_format_of(z)), {bias, log_scale, act, keep_u, true});
+}
+
+// Shared backward of both conv directions: `transposed` says which contraction was the layer's. With an input
+// activation the contraction's input a_in(input) is recomputed here (a temporary) and the input's gradient is
+// that of a_in(input) times a_in'(input); the scale's gradient pairs the former with a_in(input).
+template <BiasActFn bias_act, ActBackwardFn act_backward>
+std::tuple<Tensor, Tensor, Tensor, Tensor> conv_backward_impl(const Tensor& grad, const Tensor& input,
+                                                              const Tensor& weight, const OptTensor& u,
+                                                              const OptTensor& log_scale, IntArrayRef stride,
+                                                              IntArrayRef padding, IntArrayRef output_padding,
+                                                              bool transposed, ActParams act,
+                                                              std::array<bool, 4> mask, ActParams in_act) {
+  const bool scale_grad = mask[3] && log_scale.has_value() && log_scale->defined();
+  auto [du, db] = act_backward(grad, u, act, log_scale, mask[2]);
+  const bool need_input = mask[0] || scale_grad;
+  Tensor dinput, dweight, dscale;
+  const bool need_eff = mask[1] || scale_grad;  // the contraction's input itself (not only its shape) is read
+  const Tensor eff = need_eff ? input_act<bias_act>(input, in_act) : input;
+  if (need_input || mask[1]) {
+    auto res = at::convolution_backward(du, eff, weight, std::nullopt, stride, padding, {1, 1}, transposed,
+                                        output_padding, 1, {need_input, mask[1], false});
+    // ATen picks the gradients' memory formats; ours follow their tensors' (what the fakes promise).
+    if (need_input) dinput = std::get<0>(res).contiguous(memory_format_of(input));
+    if (mask[1]) dweight = std::get<1>(res).contiguous(memory_format_of(weight));
+  }
+  if (scale_grad) dscale = log_scale_grad(dinput, eff, *log_scale);
+  if (mask[0]) {
+    dinput = input_act_grad<act_backward>(dinput, input, in_act).contiguous(memory_format_of(input));
+  } else {
+    dinput = Tensor();
+  }
+  return {dinput, dweight, db, dscale};
+}
+
+template <BiasActFn bias_act, ActBackwardFn act_backward>
+std::tuple<Tensor, Tensor, Tensor> bi_conv2d_backward_impl(const Tensor& grad, const Tensor& x, const Tensor& weight,
+                                                           const OptTensor& u, IntArrayRef stride,
+                                                           IntArrayRef padding, ActParams act,
+                                                           std::array<bool, 3> mask, ActParams in_act) {
+  const auto out = check_bi_conv2d(x, weight, std::nullopt, stride, padding);
+  check_grad("bi_conv2d_bwd", grad, u, x, "x", {x.size(0), weight.size(0), out[0], out[1]}, act);
+  auto [dx, dw, db, ds] = conv_backward_impl<bias_act, act_backward>(
+      grad, x, weight, u, std::nullopt, stride, padding, {0, 0}, false, act, {mask[0], mask[1], mask[2], false},
+      in_act);
+  return {dx, dw, db};
+}
+
+template <BiasActFn bias_act, ActBackwardFn act_backward>
+std::tuple<Tensor, Tensor, Tensor, Tensor> bi_conv2d_reverse_backward_impl(
+    const Tensor& grad, const Tensor& z, const Tensor& weight, const OptTensor& u, const OptTensor& log_scale,
+    IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, ActParams act, std::array<bool, 4> mask,
+    ActParams in_act) {
+  const auto out = check_bi_conv2d_reverse(z, weight, std::nullopt, log_scale, stride, padding, output_padding);
+  check_grad("bi_conv2d_reverse_bwd", grad, u, z, "z", {z.size(0), weight.size(1), out[0], out[1]}, act);
+  return conv_backward_impl<bias_act, act_backward>(grad, z, weight, u, log_scale, stride, padding, output_padding,
+                                                    true, act, mask, in_act);
+}
+
+// Dense layers: x [*, in] @ W^T -> [*, out] (forward); z [*, out] @ W -> [*, in] (reverse).
+template <BiasActFn bias_act>
+std::tuple<Tensor, Tensor> linear_impl(const Tensor& inp, const Tensor& weight, const OptTensor& bias,
+                                       const OptTensor& log_scale, bool reverse, ActParams act, bool keep_u,
+                                       ActParams in_act) {
+  check_bi_linear(reverse ? "bi_linear_reverse" : "bi_linear", inp, reverse ? "z" : "x", weight, bias, log_scale,
+                  reverse);
+  const auto inp2 = input_act<bias_act>(inp, in_act).reshape({-1, inp.size(-1)});
+  auto pre = reverse ? at::mm(inp2, weight) : at::mm(inp2, weight.t());
+  auto [y, u] = bias_act(pre.contiguous(), {bias, log_scale, act, keep_u, true});
+  auto out_sizes = inp.sizes().vec();
+  out_sizes.back() = y.size(1);
+  return {y.view(out_sizes), keep_u ? u.view(out_sizes) : u};
+}
+
+template <BiasActFn bias_act, ActBackwardFn act_backward>
+std::tuple<Tensor, Tensor, Tensor, Tensor> linear_backward_impl(const Tensor& grad, const Tensor& inp,
+                                                                const Tensor& weight, const OptTensor& u,
+                                                                const OptTensor& log_scale, bool reverse,
+                                                                ActParams act, std::array<bool, 4> mask,
+                                                                ActParams in_act) {
+  const char* op = reverse ? "bi_linear_reverse_bwd" : "bi_linear_bwd";
+  check_bi_linear(op, inp, reverse ? "z" : "x", weight, std::nullopt, log_scale, reverse);
+  auto out_sizes = inp.sizes().vec();
+  out_sizes.back() = weight.size(reverse ? 1 : 0);
+  check_grad(op, grad, u, inp, reverse ? "z" : "x", out_sizes, act);
+  const int64_t n_out = out_sizes.back();
+  OptTensor u2;
+  if (u.has_value() && u->defined()) u2 = u->reshape({-1, n_out});
+  const bool scale_grad = mask[3] && log_scale.has_value() && log_scale->defined();
+  auto [du, db] = act_backward(grad.reshape({-1, n_out}), u2, act, log_scale, mask[2]);
+  const Tensor eff = (mask[1] || scale_grad) ? input_act<bias_act>(inp, in_act) : inp;
+  const auto inp2 = eff.reshape({-1, inp.size(-1)});
+  Tensor dinp, dweight, dscale;
+  if (mask[0] || scale_grad) dinp = (reverse ? at::mm(du, weight.t()) : at::mm(du, weight)).view(inp.sizes());
+  if (mask[1]) dweight = reverse ? at::mm(inp2.t(), du) : at::mm(du.t(), inp2);
+  if (scale_grad) dscale = log_scale_grad(dinp, eff, *log_scale);
+  dinp = mask[0] ? input_act_grad<act_backward>(dinp, inp, in_act).contiguous() : Tensor();
+  return {dinp, dweight, db, dscale};
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // the kernels a device registers (schemas in bvae_ops.cpp)
 // ---------------------------------------------------------------------------------------------------------
 template <BiasActFn bias_act, ActBackwardFn act_backward>
 struct DeviceOps {
+  // (ia, ib, ig): the input activation's parameters, last in every layer op (identity by default).
   static Tensor gnova(const Tensor& u, double alpha, double beta, double gamma) {
     return gnova_impl<bias_act>(u, {alpha, beta, gamma});
   }
@@ -441,69 +476,76 @@ struct DeviceOps {
     return gnova_backward_impl<act_backward>(grad, u, {alpha, beta, gamma});
   }
   static Tensor bi_conv2d(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
-                          IntArrayRef padding, double alpha, double beta, double gamma) {
-    return std::get<0>(bi_conv2d_impl<bias_act>(x, w, b, stride, padding, {alpha, beta, gamma}, false));
+                          IntArrayRef padding, double alpha, double beta, double gamma, double ia, double ib,
+                          double ig) {
+    return std::get<0>(bi_conv2d_impl<bias_act>(x, w, b, stride, padding, {alpha, beta, gamma}, false, {ia, ib, ig}));
   }
   static std::tuple<Tensor, Tensor> bi_conv2d_fwd(const Tensor& x, const Tensor& w, const OptTensor& b,
                                                   IntArrayRef stride, IntArrayRef padding, double alpha, double beta,
-                                                  double gamma) {
-    return bi_conv2d_impl<bias_act>(x, w, b, stride, padding, {alpha, beta, gamma}, true);
+                                                  double gamma, double ia, double ib, double ig) {
+    return bi_conv2d_impl<bias_act>(x, w, b, stride, padding, {alpha, beta, gamma}, true, {ia, ib, ig});
   }
   static std::tuple<Tensor, Tensor, Tensor> bi_conv2d_bwd(const Tensor& grad, const Tensor& x, const Tensor& w,
                                                           const OptTensor& u, IntArrayRef stride,
                                                           IntArrayRef padding, double alpha, double beta,
-                                                          double gamma, std::array<bool, 3> mask) {
-    return bi_conv2d_backward_impl<act_backward>(grad, x, w, u, stride, padding, {alpha, beta, gamma}, mask);
+                                                          double gamma, std::array<bool, 3> mask, double ia,
+                                                          double ib, double ig) {
+    return bi_conv2d_backward_impl<bias_act, act_backward>(grad, x, w, u, stride, padding, {alpha, beta, gamma},
+                                                           mask, {ia, ib, ig});
   }
   static Tensor bi_conv2d_reverse(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
                                   IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, double alpha,
-                                  double beta, double gamma) {
-    return std::get<0>(
-        bi_conv2d_reverse_impl<bias_act>(z, w, b, s, stride, padding, output_padding, {alpha, beta, gamma}, false));
+                                  double beta, double gamma, double ia, double ib, double ig) {
+    return std::get<0>(bi_conv2d_reverse_impl<bias_act>(z, w, b, s, stride, padding, output_padding,
+                                                        {alpha, beta, gamma}, false, {ia, ib, ig}));
   }
   static std::tuple<Tensor, Tensor> bi_conv2d_reverse_fwd(const Tensor& z, const Tensor& w, const OptTensor& b,
                                                           const OptTensor& s, IntArrayRef stride,
                                                           IntArrayRef padding, IntArrayRef output_padding,
-                                                          double alpha, double beta, double gamma) {
-    return bi_conv2d_reverse_impl<bias_act>(z, w, b, s, stride, padding, output_padding, {alpha, beta, gamma}, true);
+                                                          double alpha, double beta, double gamma, double ia,
+                                                          double ib, double ig) {
+    return bi_conv2d_reverse_impl<bias_act>(z, w, b, s, stride, padding, output_padding, {alpha, beta, gamma}, true,
+                                            {ia, ib, ig});
   }
   static std::tuple<Tensor, Tensor, Tensor, Tensor> bi_conv2d_reverse_bwd(
       const Tensor& grad, const Tensor& z, const Tensor& w, const OptTensor& u, const OptTensor& s,
       IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, double alpha, double beta, double gamma,
-      std::array<bool, 4> mask) {
-    return bi_conv2d_reverse_backward_impl<act_backward>(grad, z, w, u, s, stride, padding, output_padding,
-                                                         {alpha, beta, gamma}, mask);
+      std::array<bool, 4> mask, double ia, double ib, double ig) {
+    return bi_conv2d_reverse_backward_impl<bias_act, act_backward>(grad, z, w, u, s, stride, padding, output_padding,
+                                                                   {alpha, beta, gamma}, mask, {ia, ib, ig});
   }
   static Tensor bi_linear(const Tensor& x, const Tensor& w, const OptTensor& b, double alpha, double beta,
-                          double gamma) {
-    return std::get<0>(linear_impl<bias_act>(x, w, b, std::nullopt, false, {alpha, beta, gamma}, false));
+                          double gamma, double ia, double ib, double ig) {
+    return std::get<0>(linear_impl<bias_act>(x, w, b, std::nullopt, false, {alpha, beta, gamma}, false, {ia, ib, ig}));
   }
   static std::tuple<Tensor, Tensor> bi_linear_fwd(const Tensor& x, const Tensor& w, const OptTensor& b, double alpha,
-                                                  double beta, double gamma) {
-    return linear_impl<bias_act>(x, w, b, std::nullopt, false, {alpha, beta, gamma}, true);
+                                                  double beta, double gamma, double ia, double ib, double ig) {
+    return linear_impl<bias_act>(x, w, b, std::nullopt, false, {alpha, beta, gamma}, true, {ia, ib, ig});
   }
   static std::tuple<Tensor, Tensor, Tensor> bi_linear_bwd(const Tensor& grad, const Tensor& x, const Tensor& w,
                                                           const OptTensor& u, double alpha, double beta, double gamma,
-                                                          std::array<bool, 3> mask) {
-    auto [dx, dw, db, ds] = linear_backward_impl<act_backward>(grad, x, w, u, std::nullopt, false,
-                                                               {alpha, beta, gamma}, {mask[0], mask[1], mask[2], false});
+                                                          std::array<bool, 3> mask, double ia, double ib, double ig) {
+    auto [dx, dw, db, ds] = linear_backward_impl<bias_act, act_backward>(
+        grad, x, w, u, std::nullopt, false, {alpha, beta, gamma}, {mask[0], mask[1], mask[2], false}, {ia, ib, ig});
     return {dx, dw, db};
   }
   static Tensor bi_linear_reverse(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
-                                  double alpha, double beta, double gamma) {
-    return std::get<0>(linear_impl<bias_act>(z, w, b, s, true, {alpha, beta, gamma}, false));
+                                  double alpha, double beta, double gamma, double ia, double ib, double ig) {
+    return std::get<0>(linear_impl<bias_act>(z, w, b, s, true, {alpha, beta, gamma}, false, {ia, ib, ig}));
   }
   static std::tuple<Tensor, Tensor> bi_linear_reverse_fwd(const Tensor& z, const Tensor& w, const OptTensor& b,
-                                                          const OptTensor& s, double alpha, double beta,
-                                                          double gamma) {
-    return linear_impl<bias_act>(z, w, b, s, true, {alpha, beta, gamma}, true);
+                                                          const OptTensor& s, double alpha, double beta, double gamma,
+                                                          double ia, double ib, double ig) {
+    return linear_impl<bias_act>(z, w, b, s, true, {alpha, beta, gamma}, true, {ia, ib, ig});
   }
   static std::tuple<Tensor, Tensor, Tensor, Tensor> bi_linear_reverse_bwd(const Tensor& grad, const Tensor& z,
                                                                           const Tensor& w, const OptTensor& u,
                                                                           const OptTensor& s, double alpha,
                                                                           double beta, double gamma,
-                                                                          std::array<bool, 4> mask) {
-    return linear_backward_impl<act_backward>(grad, z, w, u, s, true, {alpha, beta, gamma}, mask);
+                                                                          std::array<bool, 4> mask, double ia,
+                                                                          double ib, double ig) {
+    return linear_backward_impl<bias_act, act_backward>(grad, z, w, u, s, true, {alpha, beta, gamma}, mask,
+                                                        {ia, ib, ig});
   }
 
   // Registers every op's kernel for one dispatch key (the `prefix` family: "" or "triton_" fallbacks).

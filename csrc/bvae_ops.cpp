@@ -60,43 +60,52 @@ std::tuple<Tensor, Tensor> act_backward_cpu(const Tensor& grad, const OptTensor&
 
 // name, then the schema after the name. `Tensor? u` of a backward op is absent when the activation's slope is
 // constant (beta == 0): then nothing was saved for it. Backward outputs not asked for by output_mask are None.
+// Every layer op ends in its input activation (in_alpha, in_beta, in_gamma), identity by default: the op reads
+// a_in(input), so a layer can take the previous layer's pre-activation and keep only that for its backward
+// (one saved activation per layer where eager keeps two); its backward recomputes a_in(input) and returns the
+// gradient of the pre-activation.
+#define BVAE_IN_ACT ", float in_alpha=1.0, float in_beta=0.0, float in_gamma=1.0"
 constexpr const char* kSchemas[][2] = {
     {"gnova", "(Tensor u, float alpha, float beta, float gamma) -> Tensor"},
     {"gnova_bwd", "(Tensor grad, Tensor u, float alpha, float beta, float gamma) -> Tensor"},
     {"bi_conv2d",
-     "(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, float alpha, float beta, float gamma) "
-     "-> Tensor"},
+     "(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, float alpha, float beta, float gamma"
+     BVAE_IN_ACT ") -> Tensor"},
     {"bi_conv2d_fwd",
-     "(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, float alpha, float beta, float gamma) "
-     "-> (Tensor, Tensor)"},
+     "(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, float alpha, float beta, float gamma"
+     BVAE_IN_ACT ") -> (Tensor, Tensor)"},
     {"bi_conv2d_bwd",
      "(Tensor grad, Tensor x, Tensor weight, Tensor? u, int[2] stride, int[2] padding, float alpha, float beta, "
-     "float gamma, bool[3] output_mask) -> (Tensor, Tensor, Tensor)"},
+     "float gamma, bool[3] output_mask" BVAE_IN_ACT ") -> (Tensor, Tensor, Tensor)"},
     {"bi_conv2d_reverse",
      "(Tensor z, Tensor weight, Tensor? bias, Tensor? log_scale, int[2] stride, int[2] padding, "
-     "int[2] output_padding, float alpha, float beta, float gamma) -> Tensor"},
+     "int[2] output_padding, float alpha, float beta, float gamma" BVAE_IN_ACT ") -> Tensor"},
     {"bi_conv2d_reverse_fwd",
      "(Tensor z, Tensor weight, Tensor? bias, Tensor? log_scale, int[2] stride, int[2] padding, "
-     "int[2] output_padding, float alpha, float beta, float gamma) -> (Tensor, Tensor)"},
+     "int[2] output_padding, float alpha, float beta, float gamma" BVAE_IN_ACT ") -> (Tensor, Tensor)"},
     {"bi_conv2d_reverse_bwd",
      "(Tensor grad, Tensor z, Tensor weight, Tensor? u, Tensor? log_scale, int[2] stride, int[2] padding, "
-     "int[2] output_padding, float alpha, float beta, float gamma, bool[4] output_mask) "
-     "-> (Tensor, Tensor, Tensor, Tensor)"},
-    {"bi_linear", "(Tensor x, Tensor weight, Tensor? bias, float alpha, float beta, float gamma) -> Tensor"},
+     "int[2] output_padding, float alpha, float beta, float gamma, bool[4] output_mask" BVAE_IN_ACT
+     ") -> (Tensor, Tensor, Tensor, Tensor)"},
+    {"bi_linear", "(Tensor x, Tensor weight, Tensor? bias, float alpha, float beta, float gamma" BVAE_IN_ACT
+                  ") -> Tensor"},
     {"bi_linear_fwd",
-     "(Tensor x, Tensor weight, Tensor? bias, float alpha, float beta, float gamma) -> (Tensor, Tensor)"},
+     "(Tensor x, Tensor weight, Tensor? bias, float alpha, float beta, float gamma" BVAE_IN_ACT
+     ") -> (Tensor, Tensor)"},
     {"bi_linear_bwd",
-     "(Tensor grad, Tensor x, Tensor weight, Tensor? u, float alpha, float beta, float gamma, bool[3] output_mask) "
-     "-> (Tensor, Tensor, Tensor)"},
+     "(Tensor grad, Tensor x, Tensor weight, Tensor? u, float alpha, float beta, float gamma, bool[3] output_mask"
+     BVAE_IN_ACT ") -> (Tensor, Tensor, Tensor)"},
     {"bi_linear_reverse",
-     "(Tensor z, Tensor weight, Tensor? bias, Tensor? log_scale, float alpha, float beta, float gamma) -> Tensor"},
+     "(Tensor z, Tensor weight, Tensor? bias, Tensor? log_scale, float alpha, float beta, float gamma" BVAE_IN_ACT
+     ") -> Tensor"},
     {"bi_linear_reverse_fwd",
-     "(Tensor z, Tensor weight, Tensor? bias, Tensor? log_scale, float alpha, float beta, float gamma) "
-     "-> (Tensor, Tensor)"},
+     "(Tensor z, Tensor weight, Tensor? bias, Tensor? log_scale, float alpha, float beta, float gamma" BVAE_IN_ACT
+     ") -> (Tensor, Tensor)"},
     {"bi_linear_reverse_bwd",
      "(Tensor grad, Tensor z, Tensor weight, Tensor? u, Tensor? log_scale, float alpha, float beta, float gamma, "
-     "bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)"},
+     "bool[4] output_mask" BVAE_IN_ACT ") -> (Tensor, Tensor, Tensor, Tensor)"},
 };
+#undef BVAE_IN_ACT
 
 }  // namespace
 

@@ -64,7 +64,9 @@ STAGES = (
     Stage("gpu-tests", 40, 90, "tests/test_gpu.py: CUDA-graph capture, tf32, reduce-overhead, autotuned configs"),
 )
 SMOKE_DTYPES = ("bf16", "fp16", "fp32", "fp32-tf32")
-LAYER_CASES = "bi_conv2d-*-256x*,bi_conv2d_reverse-*-256x*,bi_linear-*-256x8192*,gnova-*-256x*"
+LAYER_CASES = (  # the op cases, then the memory cases (a chain of 4 layers, a residual block: peak and saved MB)
+    "bi_conv2d-*-256x*,bi_conv2d_reverse-*-256x*,bi_linear-*-256x8192*,gnova-*-256x*,bisequential_chain4-*-256x*,biresblock_*-256x*"
+)
 LAYER_BACKENDS = ("torch", "torch.compile", "conv-only", "cuda", "triton")
 TRAIN_BACKENDS = ("torch", "cuda", "triton", "torch.compile", "cuda+compile", "triton+compile",
                   "torch.compile-reduce-overhead", "torch+cudagraph", "cuda+cudagraph", "triton+cudagraph")  # fmt: skip

@@ -38,18 +38,29 @@ def activations(reverse: bool, backend: Backend, dtype: torch.dtype, activation:
     )
 
 
-def gradcheck_float64(reverse: bool, backend: Backend, case: ConvCase, activation: object) -> None:
-    ours, _ = conv_fns(case, reverse, activation, backend.name)
+def input_activation(reverse: bool, backend: Backend, dtype: torch.dtype, layout: str, in_act: object) -> None:
+    """A chained layer: the input is the previous layer's pre-activation, read through a_in; values and every
+    gradient (the input's is that of the pre-activation) against the reference, the reverse scale included."""
+    case = ConvCase(2, 5, 6, 7, 9, 3, 2, 1, output_padding=1 if reverse else 0)
+    ours, ref = conv_fns(case, reverse, backend=backend.name, input_activation=in_act)
+    args = conv_args(case, dtype, reverse, layout, device=backend.device, log_scale=reverse)
+    compare_to_reference(ours, ref, args, dtype, NAMES + ["log_scale"] * reverse, backend.device)
+
+
+def gradcheck_float64(
+    reverse: bool, backend: Backend, case: ConvCase, activation: object, input_activation: object = None
+) -> None:
+    ours, _ = conv_fns(case, reverse, activation, backend.name, input_activation)
     args = [a.make(torch.float64, backend.device)[1] for a in conv_args(case, torch.float64, reverse) if a is not None]
     fn = ours if case.bias else (lambda x, w: ours(x, w, None))
     assert torch.autograd.gradcheck(fn, tuple(args))
     assert torch.autograd.gradgradcheck(fn, tuple(args), fast_mode=True)
 
 
-def double_backward(reverse: bool, backend: Backend) -> None:
+def double_backward(reverse: bool, backend: Backend, input_activation: object = None) -> None:
     """create_graph=True: the gradient is itself differentiable and matches the reference's (any dtype)."""
     case = ConvCase(1, 2, 3, 5, 5, 3, 2, 1, output_padding=1 if reverse else 0)
-    ours, ref = conv_fns(case, reverse, backend=backend.name)
+    ours, ref = conv_fns(case, reverse, backend=backend.name, input_activation=input_activation)
     args, results = conv_args(case, torch.float32, reverse), []
     for fn, dtype in ((ours, torch.float32), (ref, torch.float64)):
         x, w, b = (a.make(dtype, backend.device)[0] for a in args)

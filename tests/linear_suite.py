@@ -55,17 +55,27 @@ def activations(reverse: bool, backend: Backend, dtype: torch.dtype, activation:
     )
 
 
-def gradcheck_float64(reverse: bool, backend: Backend) -> None:
+def input_activation(reverse: bool, backend: Backend, dtype: torch.dtype, in_act: object) -> None:
+    """A chained dense layer: the input is the previous pre-activation, read through a_in (the scale too)."""
+    ours, ref = linear_fns(reverse, backend=backend.name, input_activation=in_act)
+    args = args_for(reverse, dtype, (2, 7), True, "contiguous", backend.device)
+    if reverse:
+        args.append(make_arg([], dtype, scale=0.3, device=backend.device))
+    compare_to_reference(ours, ref, args, dtype, NAMES + ["log_scale"] * reverse, backend.device)
+
+
+def gradcheck_float64(reverse: bool, backend: Backend, input_activation: object = None) -> None:
     x = torch.randn(2, 3, OUT_F if reverse else IN_F, dtype=torch.float64, device=backend.device, requires_grad=True)
     w = torch.randn(OUT_F, IN_F, dtype=torch.float64, device=backend.device, requires_grad=True)
     b = torch.randn(IN_F if reverse else OUT_F, dtype=torch.float64, device=backend.device, requires_grad=True)
-    ours, _ = linear_fns(reverse, __import__("bvae_kernels").GNoVa(0.2, 1.5, 0.7), backend.name)
+    act = __import__("bvae_kernels").GNoVa(0.2, 1.5, 0.7)
+    ours, _ = linear_fns(reverse, act, backend.name, input_activation)
     assert torch.autograd.gradcheck(ours, (x, w, b))
     assert torch.autograd.gradgradcheck(ours, (x, w, b))
 
 
-def double_backward(reverse: bool, backend: Backend) -> None:
-    ours, ref = linear_fns(reverse, backend=backend.name)
+def double_backward(reverse: bool, backend: Backend, input_activation: object = None) -> None:
+    ours, ref = linear_fns(reverse, backend=backend.name, input_activation=input_activation)
     args, results = args_for(reverse, torch.float32, (4,), True, "contiguous", backend.device), []
     for fn, dtype in ((ours, torch.float32), (ref, torch.float64)):
         x, w, b = (a.make(dtype, backend.device)[0] for a in args)

@@ -79,10 +79,12 @@ def conv_args(
     return args
 
 
-def conv_fns(case: ConvCase, reverse: bool, activation: object = "gnova", backend: str = "cpu") -> tuple:
+def conv_fns(
+    case: ConvCase, reverse: bool, activation: object = "gnova", backend: str = "cpu", input_activation: object = None
+) -> tuple:
     """(ours, reference) callables taking (inp, weight, bias[, log_scale])."""
     act = bk.resolve_activation(activation)
-    kw = {"stride": case.stride, "padding": case.padding}
+    kw = {"stride": case.stride, "padding": case.padding, "input_activation": input_activation}
     if reverse:
         op = case.output_padding
 
@@ -92,26 +94,38 @@ def conv_fns(case: ConvCase, reverse: bool, activation: object = "gnova", backen
             )
 
         def ref(z, w, b, s=None):  # noqa: ANN001, ANN202
-            return reference.bi_conv2d_reverse(z, w, b, case.stride, case.padding, op, act, log_scale=s)
+            return reference.bi_conv2d_reverse(
+                z, w, b, case.stride, case.padding, op, act, log_scale=s, input_activation=input_activation
+            )
 
         return ours, ref
     ours = lambda x, w, b: bk.bi_conv2d(x, w, b, activation=activation, backend=backend, **kw)  # noqa: E731
-    ref = lambda x, w, b: reference.bi_conv2d(x, w, b, case.stride, case.padding, act)  # noqa: E731
+    ref = lambda x, w, b: reference.bi_conv2d(x, w, b, case.stride, case.padding, act, input_activation)  # noqa: E731
     return ours, ref
 
 
-def linear_fns(reverse: bool, activation: object = "gnova", backend: str = "cpu") -> tuple[Callable, Callable]:
+def linear_fns(
+    reverse: bool, activation: object = "gnova", backend: str = "cpu", input_activation: object = None
+) -> tuple[Callable, Callable]:
     """(ours, reference) callables taking (inp, weight, bias[, log_scale])."""
-    act = bk.resolve_activation(activation)
+    act, ia = bk.resolve_activation(activation), input_activation
     if reverse:
         return (
-            lambda z, w, b, s=None: bk.bi_linear_reverse(z, w, b, activation=activation, log_scale=s, backend=backend),
-            lambda z, w, b, s=None: reference.bi_linear_reverse(z, w, b, act, log_scale=s),
+            lambda z, w, b, s=None: bk.bi_linear_reverse(
+                z, w, b, activation=activation, log_scale=s, input_activation=ia, backend=backend
+            ),
+            lambda z, w, b, s=None: reference.bi_linear_reverse(z, w, b, act, log_scale=s, input_activation=ia),
         )
     return (
-        lambda x, w, b: bk.bi_linear(x, w, b, activation=activation, backend=backend),
-        lambda x, w, b: reference.bi_linear(x, w, b, act),
+        lambda x, w, b: bk.bi_linear(x, w, b, activation=activation, input_activation=ia, backend=backend),
+        lambda x, w, b: reference.bi_linear(x, w, b, act, ia),
     )
+
+
+# Input activations a chained layer reads its input through: G-NoVa, sigmoid (alpha = 0), a custom one, and the
+# identity spelled as parameters (the op's no-op path).
+INPUT_ACTIVATIONS = ["gnova", "sigmoid", bk.GNoVa(0.05, 2.0, 0.5), bk.GNoVa(1.0, 0.0, 1.0)]
+INPUT_ACTIVATION_IDS = ["gnova", "sigmoid", "custom", "identity-params"]
 
 
 ACTIVATION_IDS = ["gnova", "sigmoid", "identity", "None", "custom"]

@@ -7,7 +7,7 @@ import conv_suite as suite
 import pytest
 import torch
 from conftest import ACTIVATIONS, BACKENDS_UNDER_TEST, backend_dtype_params, backend_params
-from op_cases import ACTIVATION_IDS, ConvCase
+from op_cases import ACTIVATION_IDS, INPUT_ACTIVATION_IDS, INPUT_ACTIVATIONS, ConvCase
 
 import bvae_kernels as bk
 
@@ -42,6 +42,23 @@ def test_gradcheck_float64(backend, case: ConvCase, activation) -> None:
 @pytest.mark.parametrize("backend", backend_params())
 def test_double_backward(backend) -> None:
     suite.double_backward(REVERSE, backend)
+
+
+@pytest.mark.parametrize("in_act", INPUT_ACTIVATIONS, ids=INPUT_ACTIVATION_IDS)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize(("backend", "dtype"), backend_dtype_params(interp_dtypes=(torch.float32,)))
+def test_input_activation(backend, dtype: torch.dtype, layout: str, in_act) -> None:
+    suite.input_activation(REVERSE, backend, dtype, layout, in_act)
+
+
+@pytest.mark.parametrize("backend", backend_params(float64=True))
+def test_input_activation_gradcheck_float64(backend) -> None:
+    suite.gradcheck_float64(REVERSE, backend, ConvCase(1, 2, 3, 5, 4, 3, 2, 1), "gnova", bk.GNoVa(0.05, 2.0, 0.5))
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_input_activation_double_backward(backend) -> None:
+    suite.double_backward(REVERSE, backend, input_activation="gnova")
 
 
 @pytest.mark.parametrize("x_layout", ["contiguous", "channels_last"])

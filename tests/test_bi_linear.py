@@ -9,7 +9,7 @@ import linear_suite as suite
 import pytest
 import torch
 from conftest import ACTIVATIONS, BACKENDS_UNDER_TEST, backend_dtype_params, backend_params
-from op_cases import ACTIVATION_IDS
+from op_cases import ACTIVATION_IDS, INPUT_ACTIVATION_IDS, INPUT_ACTIVATIONS
 
 import bvae_kernels as bk
 
@@ -36,6 +36,22 @@ def test_gradcheck_float64(backend) -> None:
 @pytest.mark.parametrize("backend", backend_params())
 def test_double_backward(backend) -> None:
     suite.double_backward(REVERSE, backend)
+
+
+@pytest.mark.parametrize("in_act", INPUT_ACTIVATIONS, ids=INPUT_ACTIVATION_IDS)
+@pytest.mark.parametrize(("backend", "dtype"), backend_dtype_params(interp_dtypes=(torch.float32,)))
+def test_input_activation(backend, dtype: torch.dtype, in_act) -> None:
+    suite.input_activation(REVERSE, backend, dtype, in_act)
+
+
+@pytest.mark.parametrize("backend", backend_params(float64=True))
+def test_input_activation_gradcheck_float64(backend) -> None:
+    suite.gradcheck_float64(REVERSE, backend, bk.GNoVa(0.05, 2.0, 0.5))
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_input_activation_double_backward(backend) -> None:
+    suite.double_backward(REVERSE, backend, input_activation="gnova")
 
 
 @pytest.mark.parametrize("backend", backend_params())

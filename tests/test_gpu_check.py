@@ -47,7 +47,7 @@ def test_dry_run_prints_the_plan_and_touches_no_device(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "gpu-check plan" in proc.stdout and "compile estimate" in proc.stdout
-    assert "bench-layers: 24 cases" in proc.stdout and "no device work was done" in proc.stdout
+    assert "bench-layers: 27 cases" in proc.stdout and "no device work was done" in proc.stdout
     assert not (tmp_path / "out").exists()
 
 

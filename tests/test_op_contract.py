@@ -43,15 +43,18 @@ def _leaf(*shape: int, device: str) -> torch.Tensor:
 
 
 def _exercise(backend: str, device: str) -> None:
-    """Forward + backward (x, W, biases and the reverse scale require grad) and a no-grad forward of every op."""
+    """Forward + backward (x, W, biases and the reverse scale require grad) and a no-grad forward of every op, with
+    and without an input activation."""
     x, w, b = _leaf(2, 3, 5, 7, device=device), _leaf(4, 3, 3, 3, device=device), _leaf(4, device=device)
     z, br, s = _leaf(2, 4, 3, 4, device=device), _leaf(3, device=device), _leaf(device=device)
     lx, lw, lb = _leaf(2, 3, 6, device=device), _leaf(5, 6, device=device), _leaf(5, device=device)
     lz, lbr = _leaf(4, 5, device=device), _leaf(6, device=device)
     u = _leaf(2, 3, 4, device=device)
+    chained = bk.GNoVa(0.05, 2.0, 0.5)  # the input is a previous layer's pre-activation
     calls = [
         lambda: bk.gnova(u, *P, backend=backend),
         lambda: bk.bi_conv2d(x, w, b, stride=2, padding=1, backend=backend),
+        lambda: bk.bi_conv2d(x, w, b, stride=2, padding=1, input_activation=chained, backend=backend),
         lambda: bk.bi_conv2d(
             x.detach().to(memory_format=torch.channels_last).requires_grad_(),
             w,
@@ -61,8 +64,13 @@ def _exercise(backend: str, device: str) -> None:
             backend=backend,
         ),
         lambda: bk.bi_conv2d_reverse(z, w, br, stride=2, padding=1, output_padding=1, log_scale=s, backend=backend),
+        lambda: bk.bi_conv2d_reverse(
+            z, w, br, stride=2, padding=1, output_padding=1, log_scale=s, input_activation=chained, backend=backend
+        ),
         lambda: bk.bi_linear(lx, lw, lb, backend=backend),
+        lambda: bk.bi_linear(lx, lw, lb, input_activation=chained, backend=backend),
         lambda: bk.bi_linear_reverse(lz, lw, lbr, log_scale=s, backend=backend),
+        lambda: bk.bi_linear_reverse(lz, lw, lbr, log_scale=s, input_activation=chained, backend=backend),
         lambda: bk.bi_linear_reverse(lz, lw, None, activation=None, backend=backend),
     ]
     for call in calls:
@@ -94,7 +102,7 @@ def test_opcheck_on_captured_arguments(backend, name: str) -> None:
     # The interpreter runs every program in numpy: there the Triton family (whose fakes and autograd the compiled
     # family's opcheck already traces through AOT) skips the AOT-dispatch test.
     utils = OPCHECK_FAST if interpreted(backend) else OPCHECK_ALL
-    for func, args, kwargs in calls[f"{prefix}{name}"][:3]:
+    for func, args, kwargs in calls[f"{prefix}{name}"][:4]:
         torch.library.opcheck(func, args, kwargs, test_utils=utils)
 
 

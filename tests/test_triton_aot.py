@@ -73,6 +73,18 @@ def test_tables_prune_per_arch_and_dtype(monkeypatch):
                 want = [row[:5] for row in table[cls] if arch in row[5]]
                 assert sorted(configs._key(c) for c in kept) == sorted(want), (family, arch, cls)
         assert configs.fixed_launch(family, torch.float32) is None
+    # a chained wgrad launch (a prologue on both operands) takes its own rows, a fixed one their first
+    prune = configs.prune_by("wgrad", "x_ptr")["early_config_prune"]
+    for dtype, cls in ((torch.bfloat16, "16bit"), (torch.float32, "32bit")):
+        args = {"x_ptr": torch.empty(0, dtype=dtype)}
+        chained = [configs._key(c) for c in prune(configs.autotune_configs("wgrad"), args, PRO_X=1, PRO_D=2)]
+        single = [configs._key(c) for c in prune(configs.autotune_configs("wgrad"), args, PRO_X=0, PRO_D=2)]
+        assert sorted(chained) == sorted(configs.table_rows("wgrad", cls, 90, two_prologues=True)), cls
+        assert sorted(single) == sorted(configs.table_rows("wgrad", cls, 90)), cls
+        monkeypatch.setenv("BVAE_TRITON_FIXED_CONFIG", "1")
+        launch = configs.fixed_launch("wgrad", dtype, two_prologues=True)
+        assert tuple(launch.values()) == configs.WGRAD_CHAINED_TABLE[cls][0][:5]
+        monkeypatch.delenv("BVAE_TRITON_FIXED_CONFIG")
     monkeypatch.setenv("BVAE_TRITON_MAX_CONFIGS", "1")
     prune = configs.prune_by("gemm", "x_ptr")["early_config_prune"]
     kept = prune(configs.autotune_configs("gemm"), {"x_ptr": torch.empty(0)})

@@ -129,8 +129,8 @@ def test_wgrad_both_directions(case: tuple, splits: int | None, deterministic: b
     du = d64(g) * gnova_grad_reference(d64(u), *ACT)
     w64 = d64(weight).requires_grad_()
     (dw_ref,) = torch.autograd.grad(F.conv2d(d64(x), w64, None, s, p), w64, du)
-    kw = {"prologue_act": ACT, "splits": splits, "deterministic": deterministic}
-    dw = wgrad(x, g, weight, (s, s), (p, p), pro_d=PRO_ACT_GRAD.value, d_aux=u, **kw)
+    kw = {"splits": splits, "deterministic": deterministic}
+    dw = wgrad(x, g, weight, (s, s), (p, p), pro_d=PRO_ACT_GRAD.value, d_aux=u, d_act=ACT, **kw)
     assert dw.dtype == dtype and dw.shape == weight.shape
     assert_rel(dw, dw_ref, TOL[dtype], "dW forward direction")
     # reverse direction: X = du on the reverse output (x's shape), D = z; with a reverse scale e^s
@@ -142,8 +142,37 @@ def test_wgrad_both_directions(case: tuple, splits: int | None, deterministic: b
     w64 = d64(weight).requires_grad_()
     (dw_r_ref,) = torch.autograd.grad(F.conv_transpose2d(d64(z), w64, None, s, p, op), w64, du_r)
     log_scale = torch.tensor(0.4, device=DEVICE)
-    dw_r = wgrad(g_r, z, weight, (s, s), (p, p), pro_x=PRO_ACT_GRAD.value, x_aux=u_r, log_scale=log_scale, **kw)
+    dw_r = wgrad(
+        g_r, z, weight, (s, s), (p, p), pro_x=PRO_ACT_GRAD.value, x_aux=u_r, x_act=ACT, log_scale=log_scale, **kw
+    )
     assert_rel(dw_r, dw_r_ref * torch.exp(torch.tensor(0.4, dtype=torch.float64)), TOL[dtype], "dW reverse direction")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_wgrad_chained_input_reads_both_operands_through_their_own_activation(dtype: torch.dtype):
+    """A chained layer's weight gradient: the input is the previous pre-activation, read through a_in (ACT2), and
+    the gradient through a'(u) (ACT), in one call with a different activation per operand, both directions."""
+    n, ci, co, h, k, s, p = 2, 5, 6, 9, 4, 2, 1
+    x_pre, weight = rnd((n, ci, h, h), dtype), rnd((co, ci, k, k), dtype, 0.5)
+    x_eff = gnova_reference(d64(x_pre), *ACT2).to(dtype)  # what the forward's prologue fed the contraction
+    u = F.conv2d(x_eff.float(), weight.float(), None, s, p).to(dtype)
+    g = rnd(tuple(u.shape), dtype)
+    du = d64(g) * gnova_grad_reference(d64(u), *ACT)
+    w64 = d64(weight).requires_grad_()
+    (ref,) = torch.autograd.grad(F.conv2d(d64(x_eff), w64, None, s, p), w64, du)
+    dw = wgrad(x_pre, g, weight, (s, s), (p, p), pro_x=PRO_ACT.value, x_act=ACT2, pro_d=PRO_ACT_GRAD.value, d_aux=u,
+               d_act=ACT)  # fmt: skip
+    assert_rel(dw, ref, TOL[dtype], "dW forward direction, chained input")
+    z_pre = rnd(tuple(u.shape), dtype)
+    z_eff = gnova_reference(d64(z_pre), *ACT2).to(dtype)
+    u_r = F.conv_transpose2d(z_eff.float(), weight.float(), None, s, p, 1).to(dtype)
+    g_r = rnd(tuple(u_r.shape), dtype)
+    du_r = d64(g_r) * gnova_grad_reference(d64(u_r), *ACT)
+    w64 = d64(weight).requires_grad_()
+    (ref_r,) = torch.autograd.grad(F.conv_transpose2d(d64(z_eff), w64, None, s, p, 1), w64, du_r)
+    dw_r = wgrad(g_r, z_pre, weight, (s, s), (p, p), pro_x=PRO_ACT_GRAD.value, x_aux=u_r, x_act=ACT,
+                 pro_d=PRO_ACT.value, d_act=ACT2)  # fmt: skip
+    assert_rel(dw_r, ref_r, TOL[dtype], "dW reverse direction, chained input")
 
 
 def test_wgrad_deterministic_is_bitwise_repeatable():

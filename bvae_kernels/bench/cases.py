@@ -45,7 +45,8 @@ MODES = ("fwd", "fwd+bwd", "train")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 SHORT_DTYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
 CHAIN_CASE = "bi_conv2d_chain"
-MODULE_CASES = ("biresblock_forward", "biresblock_reverse", "bvae_train_step")
+LAYER_CHAIN_CASE = "bisequential_chain4"
+MODULE_CASES = ("biresblock_forward", "biresblock_reverse", LAYER_CHAIN_CASE, "bvae_train_step")
 _CONTRACTION_CASES = ("bi_conv2d", "bi_conv2d_reverse", "bi_linear", CHAIN_CASE)
 
 
@@ -175,6 +176,13 @@ def _build_cases() -> list[Case]:
         cases.append(
             Case(name, "fwd+bwd", {"n": 256, "c": 32, "h": 7, "w": 7}, devices=gpu, note="the Fashion-MNIST block")
         )
+    # Four equal BiConv2d layers in a BiSequential, which hands each the previous pre-activation: the memory case.
+    chain_note = "4 x BiConv2d k3 in a BiSequential (pre-activations chained)"
+    cases.append(
+        Case(LAYER_CHAIN_CASE, "fwd+bwd", {"n": 8, "c": 16, "h": 14, "w": 14}, devices=cpu, quick=True, full=False)
+    )
+    cases.append(Case(LAYER_CHAIN_CASE, "fwd+bwd", {"n": 32, "c": 32, "h": 14, "w": 14}, devices=cpu, note=chain_note))
+    cases.append(Case(LAYER_CHAIN_CASE, "fwd+bwd", {"n": 256, "c": 32, "h": 28, "w": 28}, devices=gpu, note=chain_note))
     cases.append(Case("bvae_train_step", "train", {"n": 16, "latent": 16}, devices=cpu, quick=True, full=False))
     cases.append(Case("bvae_train_step", "train", {"n": 64, "latent": 16}, devices=cpu))
     cases.append(Case("bvae_train_step", "train", {"n": 256, "latent": 16}, devices=gpu, quick=True))
@@ -410,11 +418,18 @@ def _prepare_block(case: Case, backend: str, device: str) -> Prepared:
     dtype = DTYPES[case.dtype_for(device)]
     fmt = memory_format(case.layout_for(device))
     torch.manual_seed(0)
-    block = _bvae("blocks").BiResBlock(d["c"], backend=fused_name(backend))
+    blocks = _bvae("blocks")
+    if case.name == LAYER_CHAIN_CASE:
+        conv = _bvae("layers").BiConv2d
+        block = blocks.BiSequential(
+            *[conv(d["c"], d["c"], 3, padding=1, backend=fused_name(backend)) for _ in range(4)]
+        )
+    else:
+        block = blocks.BiResBlock(d["c"], backend=fused_name(backend))
     block = block.to(device=device, dtype=dtype, memory_format=fmt)
     x = torch.randn(d["n"], d["c"], d["h"], d["w"], device=device, dtype=dtype)
     x = x.contiguous(memory_format=fmt).requires_grad_(case.x_requires_grad)
-    direction = block.forward if case.name == "biresblock_forward" else block.reverse
+    direction = block.reverse if case.name == "biresblock_reverse" else block.forward
     call = _maybe_compile(direction, backend)
     params = list(block.parameters())
     with torch.no_grad():
@@ -481,7 +496,7 @@ def prepare(case: Case, backend: str, device: str) -> Prepared:
     fused = fused_name(backend)
     if fused in FUSED_BACKENDS and fused not in backends_for(device, include_compile=False):
         raise SkipCase(f"backend {fused!r} is not available for {device} tensors here")
-    if case.name.startswith("biresblock"):
+    if case.name.startswith("biresblock") or case.name == LAYER_CHAIN_CASE:
         return _prepare_block(case, backend, device)
     if case.name == "bvae_train_step":
         return _prepare_train(case, backend, device)

@@ -137,7 +137,7 @@ def run_case(
             row["speedup_vs_compile"] = statistics.median(best_compile) / med
         row["tflops"] = flops / (med * 1e-3) / 1e12 if flops else None
         row["gbs"] = p.min_bytes / (med * 1e-3) / 1e9 if p.min_bytes else None
-        if details and case.mode == "fwd+bwd":
+        if details and case.mode != "fwd":
             try:
                 row["saved_mb"] = saved_activation_bytes(p.fn, p.params) / 2**20
             except Exception as exc:  # noqa: BLE001 - a hook failure must not lose the timing

@@ -29,7 +29,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-_FLOAT_ARGS = {"alpha", "beta", "gamma", "p_alpha", "p_beta", "p_gamma"}
+_FLOAT_ARGS = {"alpha", "beta", "gamma", "p_alpha", "p_beta", "p_gamma", "px_alpha", "px_beta", "px_gamma", "pd_alpha",
+               "pd_beta", "pd_gamma"}  # fmt: skip
 _TL_DTYPE = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32", "fp32-tf32": "fp32"}
 _SMEM_PER_SM = {80: 164 * 1024, 90: 228 * 1024}
 BANDWIDTH_MAX_REGS = 64
@@ -127,7 +128,7 @@ def specialization(fn: object, job: Job) -> tuple[dict, dict, dict]:
 
 
 def _conv_jobs(dtype: str, rows: list, quick: bool) -> list[Job]:
-    from ._gemm import PRO_ACT_GRAD, PRO_NONE
+    from ._gemm import PRO_ACT, PRO_ACT_GRAD, PRO_NONE
     from .bi_conv2d import _bi_conv2d_fwd_kernel
     from .bi_conv2d_reverse import _bi_conv2d_reverse_fwd_kernel
 
@@ -142,7 +143,9 @@ def _conv_jobs(dtype: str, rows: list, quick: bool) -> list[Job]:
             ("bi_conv2d", _bi_conv2d_fwd_kernel, _CONV_INTS),
             ("bi_conv2d_reverse", _bi_conv2d_reverse_fwd_kernel, _REVERSE_INTS),
         ):
-            variants = (("fwd", {**forward, "HAS_SCALE": family == "bi_conv2d_reverse"}), ("dgrad", dgrad))
+            fwd = {**forward, "HAS_SCALE": family == "bi_conv2d_reverse"}
+            chained = {**fwd, "PROLOGUE": PRO_ACT.value, "STORE_U": False, "APPLY_ACT": False}
+            variants = (("fwd", fwd), ("dgrad", dgrad), ("fwd, chained input", chained))
             for variant, flags in variants[:1] if quick else variants:
                 jobs.append(
                     Job(
@@ -161,34 +164,26 @@ def _conv_jobs(dtype: str, rows: list, quick: bool) -> list[Job]:
     return jobs
 
 
-def _wgrad_jobs(dtype: str, rows: list, quick: bool) -> list[Job]:
-    from ._gemm import PRO_ACT_GRAD, PRO_NONE
+def _wgrad_jobs(dtype: str, rows: list, quick: bool, chained_rows: list | None = None) -> list[Job]:
+    """The wgrad variants on `rows`; the chained ones (a prologue on both operands) on `chained_rows`."""
+    from ._gemm import PRO_ACT, PRO_ACT_GRAD, PRO_NONE
     from .wgrad import _conv_wgrad_kernel
 
     tf32 = dtype == "fp32-tf32"
     variants = (
         ("forward direction", {"PRO_X": PRO_NONE.value, "PRO_D": PRO_ACT_GRAD.value, "ATOMIC": False}),
         ("reverse direction, atomic", {"PRO_X": PRO_ACT_GRAD.value, "PRO_D": PRO_NONE.value, "ATOMIC": True}),
+        ("forward, chained input", {"PRO_X": PRO_ACT.value, "PRO_D": PRO_ACT_GRAD.value, "ATOMIC": False}),
+        ("reverse, chained input", {"PRO_X": PRO_ACT_GRAD.value, "PRO_D": PRO_ACT.value, "ATOMIC": True}),
     )
     jobs = []
-    for m, n, k, warps, stages in rows:
+    chosen = [(row, v) for row in rows for v in (variants[:1] if quick else variants[:2])]
+    chosen += [(row, v) for row in (chained_rows or []) for v in variants[2:]]
+    for (m, n, k, warps, stages), (variant, flags) in chosen:
         tile = {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "ALLOW_TF32": tf32}
-        for variant, flags in variants[:1] if quick else variants:
-            fn = _unwrap(_conv_wgrad_kernel)
-            jobs.append(
-                Job(
-                    "wgrad",
-                    variant,
-                    fn,
-                    dtype,
-                    {**tile, **flags},
-                    _WGRAD_INTS,
-                    warps,
-                    stages,
-                    gemm=True,
-                    fp32_ptrs=("ws_ptr",),
-                )
-            )
+        job = Job("wgrad", variant, _unwrap(_conv_wgrad_kernel), dtype, {**tile, **flags}, _WGRAD_INTS, warps, stages)
+        job.gemm, job.fp32_ptrs = True, ("ws_ptr",)
+        jobs.append(job)
     return jobs
 
 
@@ -231,7 +226,7 @@ def _pointwise_jobs(dtype: str) -> list[Job]:
 
 def jobs_for_arch(arch: int, quick: bool = False) -> list[Job]:
     """Every config the launchers can choose on `arch` (quick: each family's fixed config) in every dtype."""
-    from .configs import FIXED_GPU, GEMM_TABLE, WGRAD_TABLE
+    from .configs import FIXED_GPU, table_rows
 
     bucket = 90 if arch >= 90 else 80
     jobs: list[Job] = []
@@ -239,11 +234,12 @@ def jobs_for_arch(arch: int, quick: bool = False) -> list[Job]:
     for dtype in dtypes:
         cls = "32bit" if dtype.startswith("fp32") else "16bit"
         if quick:
-            gemm_rows, wgrad_rows = [FIXED_GPU["gemm"][cls]], [FIXED_GPU["wgrad"][cls]]
+            gemm_rows, wgrad_rows, chained_rows = [FIXED_GPU["gemm"][cls]], [FIXED_GPU["wgrad"][cls]], []
         else:
-            gemm_rows = [r[:5] for r in GEMM_TABLE[cls] if bucket in r[5]]
-            wgrad_rows = [r[:5] for r in WGRAD_TABLE[cls] if bucket in r[5]]
-        jobs += _conv_jobs(dtype, gemm_rows, quick) + _wgrad_jobs(dtype, wgrad_rows, quick)
+            gemm_rows = table_rows("gemm", cls, bucket)
+            wgrad_rows = table_rows("wgrad", cls, bucket)
+            chained_rows = table_rows("wgrad", cls, bucket, two_prologues=True)
+        jobs += _conv_jobs(dtype, gemm_rows, quick) + _wgrad_jobs(dtype, wgrad_rows, quick, chained_rows)
         if dtype in ("bf16", "fp32"):
             jobs += _pointwise_jobs(dtype)
     return jobs

@@ -56,7 +56,24 @@ WGRAD_TABLE = {
         (32, 32, 32, 4, 4, (80, 90)),
     ),
 }
-TABLES = {"gemm": GEMM_TABLE, "wgrad": WGRAD_TABLE}
+# wgrad with a prologue on both operands (a chained layer: a() applied to the input as it loads, a'() to the other
+# operand) holds more registers, and some rows above spill there (16-bit 128x64x64 and 64x128x32 s3, fp32
+# 32x32x32 s4 and 64x32x32 s3 with tf32, depending on arch and ptxas): its own rows, spill-free on sm_80 and
+# sm_90 with Triton 3.6 and 3.9 in every dtype.
+WGRAD_CHAINED_TABLE = {
+    "16bit": (
+        (64, 64, 32, 4, 4, (80, 90)),
+        (64, 64, 64, 4, 3, (80, 90)),
+        (64, 128, 32, 4, 2, (80, 90)),
+        (32, 32, 64, 4, 4, (80, 90)),
+    ),
+    "32bit": (
+        (64, 32, 32, 4, 2, (80, 90)),
+        (32, 32, 32, 4, 3, (80, 90)),
+        (64, 32, 16, 4, 3, (80, 90)),
+    ),
+}
+TABLES = {"gemm": GEMM_TABLE, "wgrad": WGRAD_TABLE, "wgrad-chained": WGRAD_CHAINED_TABLE}
 # One config per family and dtype class: what a fixed launch uses on a GPU (the first of each table).
 FIXED_GPU = {family: {cls: rows[0][:5] for cls, rows in table.items()} for family, table in TABLES.items()}
 # Under the interpreter small tiles keep the tiny test shapes quick (it runs every program in numpy) and
@@ -101,11 +118,12 @@ def _key(cfg: triton.Config) -> tuple:
 
 
 def autotune_configs(family: str) -> list[triton.Config]:
-    """Every config of the family's table (both dtype classes); `prune` keeps the call's class and arch."""
+    """Every config of the family's tables (both dtype classes; wgrad: chained or not); `prune` keeps the call's."""
     if interpreting():
         return [_config(*FIXED_INTERP[family])]
     seen, out = set(), []
-    for rows in TABLES[family].values():
+    tables = [TABLES[name] for name in TABLES if name == family or name.startswith(family + "-")]
+    for rows in (rows for table in tables for rows in table.values()):
         for row in rows:
             if row[:5] not in seen:
                 seen.add(row[:5])
@@ -113,12 +131,21 @@ def autotune_configs(family: str) -> list[triton.Config]:
     return out
 
 
+def table_rows(family: str, cls: str, arch: int, two_prologues: bool = False) -> list[tuple]:
+    """The (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) rows a launch of `family` may choose for a dtype class and
+    arch bucket; `two_prologues`: a wgrad launch with a prologue on both operands (a chained layer)."""
+    table = TABLES["wgrad-chained" if family == "wgrad" and two_prologues else family]
+    return [row[:5] for row in table[cls] if arch in row[5]]
+
+
 def _make_prune(family: str, operand: str):  # noqa: ANN202
     def prune(configs: list[triton.Config], named_args: dict, **kwargs: object) -> list[triton.Config]:
         """The table rows of this launch's dtype class (from its `operand` tensor) and this GPU's arch."""
         cls = dtype_class(named_args[operand].dtype)
-        arch = arch_bucket()
-        wanted = [row[:5] for row in TABLES[family][cls] if arch in row[5]][: max_configs()]
+        two = bool(kwargs.get("PRO_X", named_args.get("PRO_X", 0))) and bool(
+            kwargs.get("PRO_D", named_args.get("PRO_D", 0))
+        )
+        wanted = table_rows(family, cls, arch_bucket(), two)[: max_configs()]
         kept = [cfg for cfg in configs if _key(cfg) in wanted]
         return kept or list(configs[:1])
 
@@ -140,11 +167,12 @@ def prune_by(family: str, operand: str) -> dict:
     return {"early_config_prune": _make_prune(family, operand)}
 
 
-def fixed_launch(family: str, dtype: torch.dtype) -> dict | None:
+def fixed_launch(family: str, dtype: torch.dtype, two_prologues: bool = False) -> dict | None:
     """The meta-parameters of a fixed launch (None: autotune): tile sizes, num_warps, num_stages."""
     if not fixed_config():
         return None
-    m, n, k, warps, stages = FIXED_INTERP[family] if interpreting() else FIXED_GPU[family][dtype_class(dtype)]
+    table = "wgrad-chained" if family == "wgrad" and two_prologues else family
+    m, n, k, warps, stages = FIXED_INTERP[family] if interpreting() else FIXED_GPU[table][dtype_class(dtype)]
     return {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "num_warps": warps, "num_stages": stages}
 
 

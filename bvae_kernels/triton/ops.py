@@ -26,7 +26,7 @@ from .._library import (
     memory_format_of,
     warn_once,
 )
-from ._gemm import PRO_ACT_GRAD, grad_prologue
+from ._gemm import PRO_ACT, PRO_ACT_GRAD, PRO_NONE, grad_prologue
 from .bi_conv2d import conv2d
 from .bi_conv2d_reverse import conv_transpose2d
 from .configs import interpreting
@@ -40,6 +40,7 @@ _PIXEL_LIMIT = 2**31 - 1024
 _INT32 = 2**31
 _GRID_YZ = 65535
 Act = tuple[float, float, float]
+IDENTITY: Act = (1.0, 0.0, 1.0)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -126,6 +127,12 @@ def _gnova_bwd(grad, u, alpha, beta, gamma):
 # ----------------------------------------------------------------------------------------------------------
 # the conv layers: both directions' forwards, and one backward for both
 # ----------------------------------------------------------------------------------------------------------
+def _input_prologue(in_act: Act) -> int:
+    """The prologue that reads a layer's input through its input activation (none for the identity)."""
+    alpha, beta, gamma = in_act
+    return PRO_NONE.value if alpha == 1.0 and beta * gamma == 0 else PRO_ACT.value
+
+
 def conv_backward(
     grad: torch.Tensor,
     inp: torch.Tensor,
@@ -138,11 +145,14 @@ def conv_backward(
     act: Act,
     mask: list[bool],
     dense: bool = False,
+    in_act: Act = IDENTITY,
 ) -> tuple[torch.Tensor | None, ...]:
-    """Gradients (d_inp, dW, db, ds) of a layer u = [e^s] T(inp, W) + b, y = a(u), where T is the forward-direction
-    conv (transposed False) or the reverse-direction one (True). du = grad * a'(u) is applied on load."""
+    """Gradients (d_inp, dW, db, ds) of a layer u = [e^s] T(a_in(inp), W) + b, y = a(u), where T is the
+    forward-direction conv (transposed False) or the reverse-direction one (True). du = grad * a'(u) is applied on
+    load, and a_in(inp) too where the weight gradient reads the input; d_inp = d(a_in(inp)) * a_in'(inp)."""
     pro = grad_prologue(u, act)
     aux = u if pro == PRO_ACT_GRAD.value else None
+    pro_in = _input_prologue(in_act)
     scale_grad = mask[3] and log_scale is not None
     d_inp = dw = db = ds = None
     if mask[0] or scale_grad:
@@ -155,53 +165,57 @@ def conv_backward(
             d_inp, _ = conv_transpose2d(grad, weight, None, stride, padding, tuple(inp.shape[2:]), None, **common)
     if mask[1]:
         fmt = memory_format_of(weight)
-        if transposed:
-            dw = wgrad(
-                grad,
-                inp,
-                weight,
-                stride,
-                padding,
-                pro_x=pro,
-                x_aux=aux,
-                prologue_act=act,
-                log_scale=log_scale,
-                out_format=fmt,
-                dense=dense,
-            )
-        else:
-            dw = wgrad(
-                inp, grad, weight, stride, padding, pro_d=pro, d_aux=aux, prologue_act=act, out_format=fmt, dense=dense
-            )
+        if transposed:  # X = du (the reverse output's side), D = a_in(z)
+            dw = wgrad(grad, inp, weight, stride, padding, pro_x=pro, x_aux=aux, x_act=act, pro_d=pro_in,
+                       d_act=in_act, log_scale=log_scale, out_format=fmt, dense=dense)  # fmt: skip
+        else:  # X = a_in(x), D = du
+            dw = wgrad(inp, grad, weight, stride, padding, pro_x=pro_in, x_act=in_act, pro_d=pro, d_aux=aux,
+                       d_act=act, out_format=fmt, dense=dense)  # fmt: skip
     if mask[2]:
         db = bias_grad(grad, aux, *act)
     if scale_grad:
-        ds = _log_scale_grad(d_inp, inp, log_scale)
+        eff = inp if pro_in == PRO_NONE.value else gnova_forward(inp, *in_act)
+        ds = _log_scale_grad(d_inp, eff, log_scale)
+    if mask[0] and pro_in != PRO_NONE.value:
+        d_inp = gnova_backward(d_inp, inp, *in_act)
     return d_inp if mask[0] else None, dw, db, ds
 
 
-def _bi_conv2d_fwd(x, weight, bias, stride, padding, alpha, beta, gamma):
+def _bi_conv2d_fwd(x, weight, bias, stride, padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
+    in_act = (in_alpha, in_beta, in_gamma)
     out = check_bi_conv2d(x, weight, bias, stride, padding)
     if reason := conv_problem(x, weight, out, stride, False):
-        return _compiled("bi_conv2d_fwd", reason, x.device.type)(x, weight, bias, stride, padding, alpha, beta, gamma)
-    return conv2d(x, weight, bias, stride, padding, (alpha, beta, gamma), out_format=memory_format_of(x))
+        op = _compiled("bi_conv2d_fwd", reason, x.device.type)
+        return op(x, weight, bias, stride, padding, alpha, beta, gamma, *in_act)
+    act, pro = (alpha, beta, gamma), _input_prologue(in_act)
+    fmt = memory_format_of(x)
+    return conv2d(x, weight, bias, stride, padding, act, prologue=pro, prologue_act=in_act, out_format=fmt)
 
 
-def _bi_conv2d(x, weight, bias, stride, padding, alpha, beta, gamma):
+def _bi_conv2d(x, weight, bias, stride, padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
+    in_act = (in_alpha, in_beta, in_gamma)
     out = check_bi_conv2d(x, weight, bias, stride, padding)
     if reason := conv_problem(x, weight, out, stride, False):
-        return _compiled("bi_conv2d", reason, x.device.type)(x, weight, bias, stride, padding, alpha, beta, gamma)
-    act = (alpha, beta, gamma)
-    return conv2d(x, weight, bias, stride, padding, act, store_u=False, out_format=memory_format_of(x))[0]
+        op = _compiled("bi_conv2d", reason, x.device.type)
+        return op(x, weight, bias, stride, padding, alpha, beta, gamma, *in_act)
+    act, pro = (alpha, beta, gamma), _input_prologue(in_act)
+    fmt = memory_format_of(x)
+    return conv2d(
+        x, weight, bias, stride, padding, act, prologue=pro, prologue_act=in_act, store_u=False, out_format=fmt
+    )[0]
 
 
-def _bi_conv2d_bwd(grad, x, weight, u, stride, padding, alpha, beta, gamma, output_mask):
+def _bi_conv2d_bwd(
+    grad, x, weight, u, stride, padding, alpha, beta, gamma, output_mask, in_alpha=1.0, in_beta=0.0, in_gamma=1.0
+):
+    in_act = (in_alpha, in_beta, in_gamma)
     out = check_bi_conv2d(x, weight, None, stride, padding)
     if reason := conv_problem(x, weight, out, stride, False):
         op = _compiled("bi_conv2d_bwd", reason, x.device.type)
-        return op(grad, x, weight, u, stride, padding, alpha, beta, gamma, output_mask)
+        return op(grad, x, weight, u, stride, padding, alpha, beta, gamma, output_mask, *in_act)
     mask = [*output_mask, False]
-    return conv_backward(grad, x, weight, u, None, stride, padding, False, (alpha, beta, gamma), mask)[:3]
+    act = (alpha, beta, gamma)
+    return conv_backward(grad, x, weight, u, None, stride, padding, False, act, mask, in_act=in_act)[:3]
 
 
 def _reverse_out(z, weight, bias, log_scale, stride, padding, output_padding):
@@ -209,27 +223,58 @@ def _reverse_out(z, weight, bias, log_scale, stride, padding, output_padding):
     return tuple(out), conv_problem(z, weight, out, stride, True)
 
 
-def _bi_conv2d_reverse_fwd(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma):
+def _bi_conv2d_reverse_fwd(
+    z,
+    weight,
+    bias,
+    log_scale,
+    stride,
+    padding,
+    output_padding,
+    alpha,
+    beta,
+    gamma,
+    in_alpha=1.0,
+    in_beta=0.0,
+    in_gamma=1.0,
+):
+    in_act = (in_alpha, in_beta, in_gamma)
     out_hw, reason = _reverse_out(z, weight, bias, log_scale, stride, padding, output_padding)
     if reason:
         op = _compiled("bi_conv2d_reverse_fwd", reason, z.device.type)
-        return op(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma)
-    act = (alpha, beta, gamma)
+        return op(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma, *in_act)
+    act, pro = (alpha, beta, gamma), _input_prologue(in_act)
     return conv_transpose2d(
-        z, weight, bias, stride, padding, out_hw, act, log_scale=log_scale, out_format=memory_format_of(z)
-    )
+        z, weight, bias, stride, padding, out_hw, act, log_scale=log_scale, prologue=pro, prologue_act=in_act,
+        out_format=memory_format_of(z),
+    )  # fmt: skip
 
 
-def _bi_conv2d_reverse(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma):
+def _bi_conv2d_reverse(
+    z,
+    weight,
+    bias,
+    log_scale,
+    stride,
+    padding,
+    output_padding,
+    alpha,
+    beta,
+    gamma,
+    in_alpha=1.0,
+    in_beta=0.0,
+    in_gamma=1.0,
+):
+    in_act = (in_alpha, in_beta, in_gamma)
     out_hw, reason = _reverse_out(z, weight, bias, log_scale, stride, padding, output_padding)
     if reason:
         op = _compiled("bi_conv2d_reverse", reason, z.device.type)
-        return op(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma)
-    act = (alpha, beta, gamma)
-    fmt = memory_format_of(z)
+        return op(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma, *in_act)
+    act, pro = (alpha, beta, gamma), _input_prologue(in_act)
     return conv_transpose2d(
-        z, weight, bias, stride, padding, out_hw, act, log_scale=log_scale, store_u=False, out_format=fmt
-    )[0]
+        z, weight, bias, stride, padding, out_hw, act, log_scale=log_scale, prologue=pro, prologue_act=in_act,
+        store_u=False, out_format=memory_format_of(z),
+    )[0]  # fmt: skip
 
 
 def _bi_conv2d_reverse_bwd(
@@ -245,12 +290,18 @@ def _bi_conv2d_reverse_bwd(
     beta,
     gamma,
     output_mask,
+    in_alpha=1.0,
+    in_beta=0.0,
+    in_gamma=1.0,
 ):
+    in_act = (in_alpha, in_beta, in_gamma)
     _, reason = _reverse_out(z, weight, None, log_scale, stride, padding, output_padding)
     if reason:
         op = _compiled("bi_conv2d_reverse_bwd", reason, z.device.type)
-        return op(grad, z, weight, u, log_scale, stride, padding, output_padding, alpha, beta, gamma, output_mask)
-    return conv_backward(grad, z, weight, u, log_scale, stride, padding, True, (alpha, beta, gamma), output_mask)
+        args = (grad, z, weight, u, log_scale, stride, padding, output_padding, alpha, beta, gamma, output_mask)
+        return op(*args, *in_act)
+    act = (alpha, beta, gamma)
+    return conv_backward(grad, z, weight, u, log_scale, stride, padding, True, act, output_mask, in_act=in_act)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -261,25 +312,25 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return as_nchw(t.reshape(-1, t.shape[-1]))
 
 
-def _linear_forward(inp, weight, bias, log_scale, act, reverse, store_u):
+def _linear_forward(inp, weight, bias, log_scale, act, reverse, store_u, in_act):
     w4 = weight[:, :, None, None]
+    pro = {"prologue": _input_prologue(in_act), "prologue_act": in_act, "store_u": store_u, "dense": True}
     if reverse:
-        y, u = conv_transpose2d(
-            _rows(inp), w4, bias, (1, 1), (0, 0), (1, 1), act, log_scale=log_scale, store_u=store_u, dense=True
-        )
+        y, u = conv_transpose2d(_rows(inp), w4, bias, (1, 1), (0, 0), (1, 1), act, log_scale=log_scale, **pro)
     else:
-        y, u = conv2d(_rows(inp), w4, bias, (1, 1), (0, 0), act, store_u=store_u, dense=True)
+        y, u = conv2d(_rows(inp), w4, bias, (1, 1), (0, 0), act, **pro)
     shape = (*inp.shape[:-1], weight.shape[0 if not reverse else 1])
     return y.view(shape), (u.view(shape) if u is not None else None)
 
 
-def _linear_backward(grad, inp, weight, u, log_scale, act, reverse, mask):
+def _linear_backward(grad, inp, weight, u, log_scale, act, reverse, mask, in_act):
     u4 = _rows(u) if u is not None else None
     d_inp, dw, db, ds = conv_backward(
-        _rows(grad), _rows(inp), weight[:, :, None, None], u4, log_scale, (1, 1), (0, 0), reverse, act, mask, True
-    )
+        _rows(grad), _rows(inp), weight[:, :, None, None], u4, log_scale, (1, 1), (0, 0), reverse, act, mask, True,
+        in_act,
+    )  # fmt: skip
     return (
-        d_inp.view(inp.shape) if d_inp is not None else None,
+        d_inp.reshape(inp.shape) if d_inp is not None else None,
         dw[:, :, 0, 0] if dw is not None else None,
         db,
         ds,
@@ -294,42 +345,53 @@ def _linear_case(name, inp, label, weight, bias, log_scale, reverse):
     return index_problem((rows,), tuple(weight.shape), weight)
 
 
-def _bi_linear(x, weight, bias, alpha, beta, gamma):
+def _bi_linear(x, weight, bias, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
+    in_act = (in_alpha, in_beta, in_gamma)
     if reason := _linear_case("bi_linear", x, "x", weight, bias, None, False):
-        return _compiled("bi_linear", reason, x.device.type)(x, weight, bias, alpha, beta, gamma)
-    return _linear_forward(x, weight, bias, None, (alpha, beta, gamma), False, False)[0]
+        return _compiled("bi_linear", reason, x.device.type)(x, weight, bias, alpha, beta, gamma, *in_act)
+    return _linear_forward(x, weight, bias, None, (alpha, beta, gamma), False, False, in_act)[0]
 
 
-def _bi_linear_fwd(x, weight, bias, alpha, beta, gamma):
+def _bi_linear_fwd(x, weight, bias, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
+    in_act = (in_alpha, in_beta, in_gamma)
     if reason := _linear_case("bi_linear", x, "x", weight, bias, None, False):
-        return _compiled("bi_linear_fwd", reason, x.device.type)(x, weight, bias, alpha, beta, gamma)
-    return _linear_forward(x, weight, bias, None, (alpha, beta, gamma), False, True)
+        return _compiled("bi_linear_fwd", reason, x.device.type)(x, weight, bias, alpha, beta, gamma, *in_act)
+    return _linear_forward(x, weight, bias, None, (alpha, beta, gamma), False, True, in_act)
 
 
-def _bi_linear_bwd(grad, x, weight, u, alpha, beta, gamma, output_mask):
+def _bi_linear_bwd(grad, x, weight, u, alpha, beta, gamma, output_mask, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
+    in_act = (in_alpha, in_beta, in_gamma)
     if reason := _linear_case("bi_linear_bwd", x, "x", weight, None, None, False):
-        return _compiled("bi_linear_bwd", reason, x.device.type)(grad, x, weight, u, alpha, beta, gamma, output_mask)
-    return _linear_backward(grad, x, weight, u, None, (alpha, beta, gamma), False, [*output_mask, False])[:3]
+        op = _compiled("bi_linear_bwd", reason, x.device.type)
+        return op(grad, x, weight, u, alpha, beta, gamma, output_mask, *in_act)
+    act, mask = (alpha, beta, gamma), [*output_mask, False]
+    return _linear_backward(grad, x, weight, u, None, act, False, mask, in_act)[:3]
 
 
-def _bi_linear_reverse(z, weight, bias, log_scale, alpha, beta, gamma):
+def _bi_linear_reverse(z, weight, bias, log_scale, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
+    in_act = (in_alpha, in_beta, in_gamma)
     if reason := _linear_case("bi_linear_reverse", z, "z", weight, bias, log_scale, True):
-        return _compiled("bi_linear_reverse", reason, z.device.type)(z, weight, bias, log_scale, alpha, beta, gamma)
-    return _linear_forward(z, weight, bias, log_scale, (alpha, beta, gamma), True, False)[0]
+        op = _compiled("bi_linear_reverse", reason, z.device.type)
+        return op(z, weight, bias, log_scale, alpha, beta, gamma, *in_act)
+    return _linear_forward(z, weight, bias, log_scale, (alpha, beta, gamma), True, False, in_act)[0]
 
 
-def _bi_linear_reverse_fwd(z, weight, bias, log_scale, alpha, beta, gamma):
+def _bi_linear_reverse_fwd(z, weight, bias, log_scale, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
+    in_act = (in_alpha, in_beta, in_gamma)
     if reason := _linear_case("bi_linear_reverse", z, "z", weight, bias, log_scale, True):
         op = _compiled("bi_linear_reverse_fwd", reason, z.device.type)
-        return op(z, weight, bias, log_scale, alpha, beta, gamma)
-    return _linear_forward(z, weight, bias, log_scale, (alpha, beta, gamma), True, True)
+        return op(z, weight, bias, log_scale, alpha, beta, gamma, *in_act)
+    return _linear_forward(z, weight, bias, log_scale, (alpha, beta, gamma), True, True, in_act)
 
 
-def _bi_linear_reverse_bwd(grad, z, weight, u, log_scale, alpha, beta, gamma, output_mask):
+def _bi_linear_reverse_bwd(
+    grad, z, weight, u, log_scale, alpha, beta, gamma, output_mask, in_alpha=1.0, in_beta=0.0, in_gamma=1.0
+):
+    in_act = (in_alpha, in_beta, in_gamma)
     if reason := _linear_case("bi_linear_reverse_bwd", z, "z", weight, None, log_scale, True):
         op = _compiled("bi_linear_reverse_bwd", reason, z.device.type)
-        return op(grad, z, weight, u, log_scale, alpha, beta, gamma, output_mask)
-    return _linear_backward(grad, z, weight, u, log_scale, (alpha, beta, gamma), True, output_mask)
+        return op(grad, z, weight, u, log_scale, alpha, beta, gamma, output_mask, *in_act)
+    return _linear_backward(grad, z, weight, u, log_scale, (alpha, beta, gamma), True, output_mask, in_act)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -5,11 +5,12 @@
 
 Forward direction: X = x (layer input), D = du = g * a'(u). Reverse direction: X = du (on the reverse
 output, the large side), D = z. Either operand may carry the G-NoVa gradient prologue, so du is never
-materialized. GEMM view per tap (grid axis 1): M = C_out, N = C_in, K = N*Ho*Wo pixels (long), split-K
-over grid axis 2 with fp32 accumulation. Deterministic mode (torch.are_deterministic_algorithms_enabled(),
-or whenever there is one split) writes per-split fp32 partials to a workspace reduced in fixed order;
-otherwise splits combine with fp32 atomics. dW comes out in the weight's own strides (channels_last
-weights get a channels_last grad).
+materialized, and the layer's input the input activation's (a_in(x) or a_in(z): the input is the previous
+layer's pre-activation), so a_in(input) is never materialized either. GEMM view per tap (grid axis 1):
+M = C_out, N = C_in, K = N*Ho*Wo pixels (long), split-K over grid axis 2 with fp32 accumulation. Deterministic
+mode (torch.are_deterministic_algorithms_enabled(), or whenever there is one split) writes per-split fp32
+partials to a workspace reduced in fixed order; otherwise splits combine with fp32 atomics. dW comes out in the
+weight's own strides (channels_last weights get a channels_last grad).
 """
 
 from __future__ import annotations
@@ -52,9 +53,12 @@ def _conv_wgrad_kernel(
     pad_h,
     pad_w,
     pix_per_split,
-    p_alpha,
-    p_beta,
-    p_gamma,
+    px_alpha,
+    px_beta,
+    px_gamma,
+    pd_alpha,
+    pd_beta,
+    pd_gamma,
     PRO_X: tl.constexpr,
     PRO_D: tl.constexpr,
     ATOMIC: tl.constexpr,
@@ -89,12 +93,13 @@ def _conv_wgrad_kernel(
         ow = rem % Wo
         d_off = offs_m[:, None] * sdc + (n_idx.to(tl.int64) * sdn + oh * sdh + ow * sdw)[None, :]
         d_mask = m_mask[:, None] & p_mask[None, :]
-        d = load_operand(d_ptr, daux_ptr, d_off, d_mask, p_alpha, p_beta, p_gamma, PRO_D)
+        d = load_operand(d_ptr, daux_ptr, d_off, d_mask, pd_alpha, pd_beta, pd_gamma, PRO_D)
         ih = oh * SH - pad_h + i
         iw = ow * SW - pad_w + j
         ok = p_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         x_off = (n_idx.to(tl.int64) * sxn + ih * sxh + iw * sxw)[:, None] + offs_n[None, :] * sxc
-        x = load_operand(x_ptr, xaux_ptr, x_off, ok[:, None] & n_mask[None, :], p_alpha, p_beta, p_gamma, PRO_X)
+        x_ok = ok[:, None] & n_mask[None, :]
+        x = load_operand(x_ptr, xaux_ptr, x_off, x_ok, px_alpha, px_beta, px_gamma, PRO_X)
         acc = mma(d, x, acc, ALLOW_TF32)
     taps = KH * KW
     out_off = (offs_m[:, None] * C_in + offs_n[None, :]) * taps + tap
@@ -106,9 +111,10 @@ def _conv_wgrad_kernel(
 
 
 # The batch size is not in the key (see bi_conv2d.py); the split count, which depends on it, is a run-time argument.
+# The prologues are: a chained launch has its own rows (configs.WGRAD_CHAINED_TABLE) and its own best tile.
 _conv_wgrad_tuned = triton.autotune(
     configs=autotune_configs("wgrad"),
-    key=["C_in", "C_out", "Ho", "Wo", "KH", "KW", "SH", "SW"],
+    key=["C_in", "C_out", "Ho", "Wo", "KH", "KW", "SH", "SW", "PRO_X", "PRO_D", "ATOMIC"],
     prune_configs_by=prune_by("wgrad", "x_ptr"),
     reset_to_zero=["ws_ptr"],
 )(_conv_wgrad_kernel)
@@ -131,7 +137,8 @@ def wgrad(
     x_aux: torch.Tensor | None = None,
     pro_d: int = PRO_NONE.value,
     d_aux: torch.Tensor | None = None,
-    prologue_act: tuple[float, float, float] = (1.0, 0.0, 1.0),
+    x_act: tuple[float, float, float] = (1.0, 0.0, 1.0),
+    d_act: tuple[float, float, float] = (1.0, 0.0, 1.0),
     log_scale: torch.Tensor | None = None,
     out_format: torch.memory_format | None = None,
     splits: int | None = None,
@@ -141,9 +148,9 @@ def wgrad(
     """dW (shape and dtype of `weight`, memory format `out_format`, default the weight's strides) from
     X = x [N, C_in, H, W] and D = d [N, C_out, Ho, Wo], times e^s with a log_scale.
 
-    pro_x / pro_d: prologue of each operand (see _gemm.py; PRO_ACT_GRAD multiplies by a'(aux) with
-    prologue_act's parameters). splits: split-K count (None: chosen from the GPU size). deterministic: None
-    follows torch.are_deterministic_algorithms_enabled(). dense: as conv2d's.
+    pro_x / pro_d: prologue of each operand (see _gemm.py), with x_act / d_act its activation's parameters (PRO_ACT
+    applies a(); PRO_ACT_GRAD multiplies by a'(aux)). splits: split-K count (None: chosen from the GPU size).
+    deterministic: None follows torch.are_deterministic_algorithms_enabled(). dense: as conv2d's.
     """
     nb, c_in, h, w = x.shape
     c_out, _, kh, kw = weight.shape
@@ -179,7 +186,7 @@ def wgrad(
     else:
         ws = torch.empty((splits, c_out, c_in, kh, kw), dtype=torch.float32, device=x.device)
     grid = lambda meta: (triton.cdiv(c_out, meta["BLOCK_M"]) * triton.cdiv(c_in, meta["BLOCK_N"]), taps, splits)
-    fixed = fixed_launch("wgrad", x.dtype)
+    fixed = fixed_launch("wgrad", x.dtype, two_prologues=bool(pro_x and pro_d))
     (_conv_wgrad_tuned if fixed is None else _conv_wgrad_kernel)[grid](
         x,
         x_aux if x_aux is not None else x,
@@ -202,7 +209,8 @@ def wgrad(
         padding[0],
         padding[1],
         per_split,
-        *prologue_act,
+        *x_act,
+        *d_act,
         PRO_X=pro_x,
         PRO_D=pro_d,
         ATOMIC=atomic,
