@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,32 @@ def evaluate_reconstruction(
     return {"psnr": torch.cat(psnrs).mean().item(), "ssim": torch.cat(ssims).mean().item()}
 
 
+@torch.no_grad()
+def evaluate_loss(
+    model: nn.Module, dataset: Dataset, batch_size: int = 500, device: torch.device | str = "cpu", seed: int = 0
+) -> dict[str, float]:
+    """The training objective's mean loss and metrics (e.g. the ELBO) over `dataset`, in eval mode.
+
+    The posterior noise is drawn from a forked generator seeded with `seed`, so the figure is the same on every
+    call with the same weights and the caller's random state (what a resumed run replays) is left as it was.
+    """
+    core = unwrap(model)
+    was_training = core.training
+    core.eval()
+    device = torch.device(device)
+    sums: dict[str, float] = {}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(dataset), batch_size):
+            x = _get_batch(dataset, torch.arange(start, min(start + batch_size, len(dataset)))).to(device)
+            out = core(x)
+            sums["loss"] = sums.get("loss", 0.0) + float(out.loss) * x.shape[0]
+            for key, value in out.metrics.items():
+                sums[key] = sums.get(key, 0.0) + float(value) * x.shape[0]
+    core.train(was_training)
+    return {k: v / len(dataset) for k, v in sums.items()}
+
+
 # ----------------------------------------------------------------------------------------------------------
 # checkpoints
 # ----------------------------------------------------------------------------------------------------------
@@ -156,6 +182,7 @@ def save_checkpoint(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -163,10 +190,26 @@ def save_checkpoint(
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write (a full disk) as a RuntimeError
+        raise OSError(f"could not write checkpoint {path} (disk full or not writable?): {exc}") from exc
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Deletes `.<name>.tmp-<pid>` files a killed writer left beside `path` (their process is gone)."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except (ProcessLookupError, OverflowError):  # gone (or never a pid)
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # alive, under another user: its file
+            pass
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -187,9 +230,29 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         payload["extra"] = json.loads(payload["extra"])
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: checkpoint config/extra are missing or not JSON ({exc})") from exc
-    if not isinstance(payload.get("model"), dict):
-        raise ValueError(f"{path}: checkpoint has no model state_dict")
+    _validate_payload(path, payload)
     return payload
+
+
+def _validate_payload(path: Path, payload: dict[str, Any]) -> None:
+    """Every field a reader uses has the type it expects (a crafted or damaged file gives a ValueError)."""
+    model = payload.get("model")
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise ValueError(f"{path}: checkpoint has no model state_dict (a dict of tensors)")
+    config, extra = payload["config"], payload["extra"]
+    if not isinstance(config, dict) or not {"kind", "dataset", "variant", "latent_dim"} <= set(config):
+        raise ValueError(f"{path}: the checkpoint's model config must name kind, dataset, variant and latent_dim")
+    if not isinstance(extra, dict):
+        raise ValueError(f"{path}: the checkpoint's extra field must be a JSON object")
+    for key in ("optimizer", "scheduler"):
+        if payload.get(key) is not None and not isinstance(payload[key], dict):
+            raise ValueError(f"{path}: the checkpoint's {key} state must be a dict or absent")
+    rng = payload.get("rng")
+    if not isinstance(rng, dict) or not isinstance(rng.get("torch"), torch.Tensor):
+        raise ValueError(f"{path}: the checkpoint's RNG state is missing or not a tensor")
+    for key, kind in (("epoch", int), ("dataset_size", int), ("history", list)):
+        if key in extra and not isinstance(extra[key], kind):
+            raise ValueError(f"{path}: the checkpoint's {key} must be {kind.__name__}, got {extra[key]!r:.60}")
 
 
 def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path | str) -> None:
@@ -210,6 +273,8 @@ def load_model(
     config = dict(ckpt["config"])
     if backend != "saved":
         config["backend"] = backend
+    elif not _serves(config.get("backend"), torch.device(map_location).type):
+        config["backend"] = None  # e.g. trained with "triton" on a GPU, evaluated on a CPU: the device default
     try:
         model = build_model(**config)
     except (TypeError, ValueError) as exc:
@@ -222,6 +287,19 @@ def load_model(
     meta["config"] = config
     meta.update({k: v for k, v in extra.items() if k not in meta})
     return model, meta
+
+
+def _serves(backend: object, device_type: str) -> bool:
+    """Whether op backend `backend` can run on `device_type` here (None, the device default, always can)."""
+    if backend is None:
+        return True
+    from bvae_kernels.backends import impl_for
+
+    try:
+        impl_for(backend, device_type)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -282,6 +360,7 @@ def fit(
     amp: bool = True,
     progress: bool = True,
     stop_after_epoch: int | None = None,
+    eval_sets: Mapping[str, Dataset] | None = None,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
     """Trains `model` (a bvae model, optionally DDP-wrapped) on `train_set` with AdamW + OneCycleLR.
@@ -293,6 +372,8 @@ def fit(
     over that part of training (KL warm-up, Bowman et al. 2016; Sonderby et al. 2016): the loss logged
     during warm-up is the weighted one, the metrics' "elbo" the true bound.
     `scale_lr_factor` multiplies the peak lr of the layers' reverse log-scales (see `param_groups`).
+    `eval_sets` ({name: dataset}, e.g. a validation split or the test set): after every epoch their mean loss and
+    metrics go into the history as `<name>_loss`, `<name>_<metric>` (the learning curves), with fixed noise.
     """
     positive_int("epochs", epochs)
     positive_int("batch_size", batch_size)
@@ -337,6 +418,11 @@ def fit(
         for key, value in settings.items():
             if key in ckpt["extra"] and ckpt["extra"][key] != value:
                 raise ValueError(f"resume: checkpoint was trained with {key}={ckpt['extra'][key]!r}, not {value!r}")
+        if "dataset_size" in ckpt["extra"] and ckpt["extra"]["dataset_size"] != n:
+            raise ValueError(
+                f"resume: checkpoint was trained on {ckpt['extra']['dataset_size']} images, this run has {n} "
+                "(the one-cycle schedule is laid out for the first run's steps): use the same data and --limit"
+            )
         _load_weights(model, ckpt["model"], resume)
         if ckpt["optimizer"] is None or ckpt["scheduler"] is None:
             raise ValueError(f"resume: checkpoint {resume} has no optimizer/scheduler state")
@@ -410,12 +496,25 @@ def fit(
             "reg_weight": reg_weight,
         }
         entry.update({k: v / seen for k, v in metric_sums.items()})
+        curves = ""
+        for name, dataset in (eval_sets or {}).items():
+            scores = evaluate_loss(model, dataset, device=device, seed=seed)
+            entry.update({f"{name}_{k}": v for k, v in scores.items()})
+            curves += f", {name} loss {scores['loss']:.3f}"
         history.append(entry)
         if progress and rank == 0:
             log(
-                f"epoch {epoch + 1}/{epochs}: loss {entry['loss']:.3f}, {seconds:.1f} s, "
+                f"epoch {epoch + 1}/{epochs}: loss {entry['loss']:.3f}{curves}, {seconds:.1f} s, "
                 f"{entry['images_per_sec']:.0f} img/s"
             )
+        if not all(torch.isfinite(p).all() for p in core.parameters()):
+            kept = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written"
+            message = (
+                f"non-finite weights after epoch {epoch + 1}: training stopped, this epoch's weights not saved; "
+                f"{kept}. Try a lower --lr."
+            )
+            log(message)
+            return TrainResult(epoch, history[:-1], "nan", message, last_good)
         if ckpt_path is not None:
             if rank == 0:
                 extra = {**settings, "epoch": epoch + 1, "history": history, "dataset_size": n}
@@ -532,6 +631,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=positive_int_arg, default=5, help="IWAE samples")
     p.add_argument("--out", default="runs/train", help="output folder (checkpoint.pt, metrics.json)")
     p.add_argument("--resume", default=None, help="checkpoint to resume from")
+    p.add_argument(
+        "--val-size",
+        type=positive_int_arg,
+        default=None,
+        help="hold out the last N training images as a validation set (its loss per epoch: `val_loss` in metrics.json)",
+    )
+    p.add_argument("--curves", action="store_true", help="also record the test set's loss after every epoch")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--download", action="store_true", help="download with torchvision if the data is missing")
     p.add_argument(
@@ -572,6 +678,19 @@ def _subset(dataset: Dataset, limit: int | None) -> Dataset:
     return torch.utils.data.Subset(dataset, range(limit))
 
 
+def split_validation(dataset: Dataset, size: int) -> tuple[Dataset, Dataset]:
+    """(train, validation): the last `size` samples held out for choices (learning rates, epochs, ablations) so
+    that nothing is tuned on the test set."""
+    n = len(dataset)
+    if not 0 < size < n:
+        raise ValueError(f"--val-size must be between 1 and {n - 1} (the training set has {n} images), got {size}")
+    if hasattr(dataset, "images"):
+        cls = type(dataset)
+        head, tail = slice(0, n - size), slice(n - size, n)
+        return tuple(cls(dataset.images[p], dataset.labels[p], dataset.name, dataset.source) for p in (head, tail))
+    return torch.utils.data.Subset(dataset, range(n - size)), torch.utils.data.Subset(dataset, range(n - size, n))
+
+
 def _arch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "gnova_alpha": args.gnova_alpha,
@@ -600,6 +719,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         try:
             train_set = _subset(load_dataset(args.dataset, "train", args.data_dir, args.download), args.limit)
             test_set = _subset(load_dataset(args.dataset, "test", args.data_dir, args.download), args.limit)
+            eval_sets = {}
+            if args.val_size:
+                train_set, eval_sets["val"] = split_validation(train_set, args.val_size)
+            if args.curves:
+                eval_sets["test"] = test_set
         except (FileNotFoundError, ValueError) as exc:
             log(f"bvae train: {exc}")
             return 2
@@ -644,6 +768,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 device=device,
                 amp=not args.no_amp,
                 progress=not args.no_progress,
+                eval_sets=eval_sets,
                 log=log,
             )
         except (FileNotFoundError, ValueError) as exc:

@@ -19,7 +19,7 @@ def tiny_set():
 
 def _model(kind="bvae", **kw):
     torch.manual_seed(0)
-    return build_model(kind, "fashion-mnist", backend="torch", **{**SMALL, **kw})
+    return build_model(kind, "fashion-mnist", **{"backend": "torch", **SMALL, **kw})
 
 
 def test_psnr_by_hand_and_ssim_against_torchmetrics():
@@ -120,6 +120,36 @@ def test_resume_rejects_other_settings_or_model(tmp_path, tiny_set):
         train.fit(_model(), tiny_set, epochs=1, resume=tmp_path / "one_group.pt", **kw)
 
 
+def test_resume_refuses_a_different_training_set_size(tmp_path, tiny_set):
+    """The one-cycle schedule is laid out for the first run's steps: another data size would end it early or crash."""
+    kw = {"epochs": 2, "batch_size": 16, "lr": 3e-3, "seed": 7, "progress": False}
+    train.fit(_model(), tiny_set, out_dir=tmp_path, stop_after_epoch=1, **kw)
+    for other in (tiny_set.take(32), demo_dataset("train").take(64)):
+        with pytest.raises(ValueError, match="trained on 48 images, this run has"):
+            train.fit(_model(), other, resume=tmp_path / "checkpoint.pt", **kw)
+
+
+def test_learning_curves_record_every_eval_set_and_leave_training_unchanged(tmp_path, tiny_set):
+    """eval_sets add <name>_loss per epoch with fixed noise (the same weights give the same figure) and draw from
+    a forked generator: the trained weights equal a run without them, bit for bit."""
+    fit_set, val = train.split_validation(tiny_set, 16)
+    assert (len(fit_set), len(val)) == (32, 16) and torch.equal(val.images, tiny_set.images[32:])
+    kw = {"epochs": 2, "batch_size": 16, "lr": 3e-3, "seed": 7, "progress": False}
+    plain = _model()
+    train.fit(plain, fit_set, **kw)
+    curved = _model()
+    res = train.fit(curved, fit_set, eval_sets={"val": val, "test": val}, **kw)
+    for a, b in zip(plain.state_dict().values(), curved.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    for entry in res.history:
+        assert entry["val_loss"] == entry["test_loss"] and math.isfinite(entry["val_loss"])
+        assert "val_elbo" in entry
+    assert res.history[-1]["val_loss"] == pytest.approx(train.evaluate_loss(curved, val, seed=7)["loss"], rel=1e-6)
+    assert res.history[0]["val_loss"] != res.history[1]["val_loss"]
+    with pytest.raises(ValueError, match="--val-size must be between 1 and 47"):
+        train.split_validation(tiny_set, 48)
+
+
 @pytest.mark.parametrize(("kl_warmup", "want"), [(0.0, [1.0] * 6), (0.5, [0, 1 / 3, 2 / 3, 1, 1, 1])])
 def test_kl_warmup_raises_the_regularizer_weight_linearly(tiny_set, kl_warmup, want):
     model, seen = _model(), []
@@ -152,6 +182,86 @@ def test_nan_loss_stops_cleanly_and_keeps_last_good_checkpoint(tmp_path, tiny_se
     assert "non-finite loss" in res.message and str(ckpt) in res.message
     assert any("non-finite" in m for m in messages)
     assert ckpt.read_bytes() == before
+
+
+def test_weights_that_explode_with_a_finite_loss_are_never_saved(tmp_path, tiny_set):
+    """The loss can stay finite on the step that sends a weight to inf: the epoch-end check refuses to save it, so
+    the kept checkpoint evaluates to finite numbers."""
+    kw = {"epochs": 2, "batch_size": 16, "lr": 1e-3, "seed": 0, "progress": False}
+    train.fit(_model(), tiny_set, out_dir=tmp_path, stop_after_epoch=1, **kw)
+    ckpt = tmp_path / "checkpoint.pt"
+    before = ckpt.read_bytes()
+    model = _model()
+    step = torch.optim.AdamW.step
+
+    calls = []
+
+    def exploding_step(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        out = step(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 3:  # the epoch's last step (48 images, batch 16): every loss of the epoch was finite
+            with torch.no_grad():
+                model.mu_head.bias.fill_(float("inf"))
+        return out
+
+    torch.optim.AdamW.step = exploding_step
+    try:
+        res = train.fit(model, tiny_set, out_dir=tmp_path, resume=ckpt, **kw)
+    finally:
+        torch.optim.AdamW.step = step
+    assert res.stopped == "nan" and "non-finite weights after epoch 2" in res.message
+    assert ckpt.read_bytes() == before and res.checkpoint == str(ckpt)
+    kept, _ = train.load_model(ckpt)
+    assert all(torch.isfinite(p).all() for p in kept.parameters())
+
+
+def test_checkpoint_writer_cleans_up_after_killed_writers_and_says_why_a_write_fails(tmp_path, tiny_set, monkeypatch):
+    model = _model()
+    dead = tmp_path / ".checkpoint.pt.tmp-999999999"  # no such process
+    mine = tmp_path / f".checkpoint.pt.tmp-{1}"  # pid 1 is alive (init): not ours to delete
+    dead.write_bytes(b"partial"), mine.write_bytes(b"partial")
+    train.save_checkpoint(tmp_path / "checkpoint.pt", model)
+    assert not dead.exists() and (tmp_path / "checkpoint.pt").is_file()
+
+    def full_disk(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match=r"could not write checkpoint .*disk full or not writable"):
+        train.save_checkpoint(tmp_path / "other.pt", model)
+    assert not list(tmp_path.glob(".other.pt.tmp-*"))
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (lambda p: p.update(model=[1, 2]), "no model state_dict"),
+        (lambda p: p["model"].update(extra="x"), "no model state_dict"),
+        (lambda p: p.update(config='{"kind": "bvae"}'), "must name kind, dataset, variant and latent_dim"),
+        (lambda p: p.update(config="[1]"), "must name kind"),
+        (lambda p: p.update(extra="[]"), "extra field must be a JSON object"),
+        (lambda p: p.update(optimizer=3), "optimizer state must be a dict"),
+        (lambda p: p.update(rng={}), "RNG state is missing"),
+        (lambda p: p.update(extra='{"epoch": "two"}'), "epoch must be int"),
+        (lambda p: p.update(extra='{"history": 5}'), "history must be list"),
+        (lambda p: p.pop("extra"), "missing or not JSON"),
+    ],
+)
+def test_crafted_checkpoints_are_value_errors_not_tracebacks(tmp_path, damage, match):
+    path = train.save_checkpoint(tmp_path / "c.pt", _model(), extra={"epoch": 1})
+    payload = torch.load(path, weights_only=True)
+    damage(payload)
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match=match):
+        train.load_checkpoint(path)
+
+
+def test_a_checkpoint_from_a_gpu_backend_loads_on_the_cpu(tmp_path):
+    path = train.save_checkpoint(tmp_path / "c.pt", _model(backend="triton"))
+    model, meta = train.load_model(path)  # triton cannot serve CPU tensors outside the interpreter
+    assert meta["config"]["backend"] in (None, "triton")
+    out = model.reconstruct(torch.rand(2, 1, 28, 28))
+    assert torch.isfinite(out).all()
 
 
 def test_beta_tcvae_gets_the_training_set_size(tiny_set):
