@@ -30,6 +30,7 @@ BI_OPS = PUBLIC_OPS[1:]
 ALL_OPS = ("gnova", "gnova_bwd", *(f"{name}{part}" for name in BI_OPS for part in ("", "_fwd", "_bwd")))
 FAMILIES = {"compiled": "", "triton": "triton_"}  # op name prefix of each implementation family
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+MAX_CONV_ARG = 2**31 - 1  # sizes the convolution libraries and the Triton kernels take as 32-bit ints
 
 
 def compiled_library_loaded() -> bool:
@@ -162,14 +163,24 @@ def _check_conv_config(op: str, stride: Sequence[int], padding: Sequence[int]) -
         raise ValueError(f"{op}: stride must be >= 1, got {_list(stride)}")
     if min(padding) < 0:
         raise ValueError(f"{op}: padding must be >= 0, got {_list(padding)}")
+    if max(*stride, *padding) > MAX_CONV_ARG:
+        raise ValueError(
+            f"{op}: stride and padding must be < 2^31, got stride {_list(stride)}, padding {_list(padding)}"
+        )
+
+
+def _check_conv_out(op: str, out: list) -> None:
+    if max(out) > MAX_CONV_ARG:
+        raise ValueError(f"{op}: the output would be {_list(out)} pixels: each side must be < 2^31")
 
 
 def _check_conv_weight(op: str, weight: torch.Tensor, inp: torch.Tensor, inp_name: str) -> None:
     check_same(op, weight, "weight", inp, inp_name)
     _check_dim(op, weight, "weight", 4, "[C_out, C_in, kh, kw]")
-    if min(weight.shape[1:]) < 1:
+    if min(weight.shape) < 1:  # the contract for degenerate shapes: see check_conv_weight in csrc/bvae.h
         raise ValueError(
-            f"{op}: weight must have C_in >= 1 and a kernel of at least 1x1, got shape {_tuple(weight.shape)}"
+            f"{op}: weight must have C_out >= 1, C_in >= 1 and a kernel of at least 1x1, got shape "
+            f"{_tuple(weight.shape)}"
         )
 
 
@@ -194,6 +205,7 @@ def check_bi_conv2d(x: object, weight: object, bias: object, stride: Sequence[in
             f"{op}: input {_tuple(x.shape[2:])} is too small for kernel {_tuple(weight.shape[2:])} with "
             f"padding {_list(padding)} (output would be {_list(out)})"
         )
+    _check_conv_out(op, out)
     return out
 
 
@@ -236,6 +248,7 @@ def check_bi_conv2d_reverse(
         raise ValueError(
             f"{op}: padding {_list(padding)} is too large for input {_tuple(z.shape[2:])} (output {_list(out)})"
         )
+    _check_conv_out(op, out)
     return out
 
 
@@ -251,6 +264,10 @@ def check_bi_linear(
         raise ValueError(f"{op}: {name} must be 1D or more [*, features], got shape {_tuple(inp.shape)}")
     check_same(op, weight, "weight", inp, name)
     _check_dim(op, weight, "weight", 2, "[out_features, in_features]")
+    if min(weight.shape) < 1:
+        raise ValueError(
+            f"{op}: weight must have out_features >= 1 and in_features >= 1, got shape {_tuple(weight.shape)}"
+        )
     k_dim = 0 if reverse else 1
     if inp.shape[-1] != weight.shape[k_dim]:
         raise ValueError(

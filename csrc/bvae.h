@@ -135,19 +135,32 @@ inline int64_t conv_transpose_out(int64_t size, int64_t kernel, int64_t stride, 
   return (size - 1) * stride - 2 * padding + kernel + output_padding;
 }
 
+// Sizes the convolution libraries (oneDNN, cuDNN) and the Triton kernels take as 32-bit ints.
+constexpr int64_t kMaxConvArg = (int64_t(1) << 31) - 1;
+
 inline void check_conv_config(const char* op, IntArrayRef stride, IntArrayRef padding) {
   check_pair(op, stride, "stride");
   check_pair(op, padding, "padding");
   TORCH_CHECK_VALUE(stride[0] >= 1 && stride[1] >= 1, op, ": stride must be >= 1, got ", list_str(stride));
   TORCH_CHECK_VALUE(padding[0] >= 0 && padding[1] >= 0, op, ": padding must be >= 0, got ", list_str(padding));
+  TORCH_CHECK_VALUE(std::max(stride[0], stride[1]) <= kMaxConvArg && std::max(padding[0], padding[1]) <= kMaxConvArg,
+                    op, ": stride and padding must be < 2^31, got stride ", list_str(stride), ", padding ",
+                    list_str(padding));
 }
 
+// The op contract for degenerate shapes: a layer's weight has no zero dimension (a layer without weights is
+// refused on every backend, in both directions); an empty batch is fine; an output side must be < 2^31.
 inline void check_conv_weight(const char* op, const Tensor& weight, const Tensor& inp, const char* inp_name) {
   check_same(op, weight, "weight", inp, inp_name);
   check_dim(op, weight, "weight", 4, "[C_out, C_in, kh, kw]");
-  TORCH_CHECK_VALUE(weight.size(1) >= 1 && weight.size(2) >= 1 && weight.size(3) >= 1, op,
-                    ": weight must have C_in >= 1 and a kernel of at least 1x1, got shape ",
+  TORCH_CHECK_VALUE(weight.size(0) >= 1 && weight.size(1) >= 1 && weight.size(2) >= 1 && weight.size(3) >= 1, op,
+                    ": weight must have C_out >= 1, C_in >= 1 and a kernel of at least 1x1, got shape ",
                     tuple_str(weight.sizes()));
+}
+
+inline void check_conv_out(const char* op, const std::array<int64_t, 2>& out) {
+  TORCH_CHECK_VALUE(out[0] <= kMaxConvArg && out[1] <= kMaxConvArg, op, ": the output would be ", list_str(out),
+                    " pixels: each side must be < 2^31");
 }
 
 // Forward direction: x [N, C_in, H, W], weight [C_out, C_in, kh, kw], bias [C_out]. Returns the output (H, W).
@@ -166,6 +179,7 @@ inline std::array<int64_t, 2> check_bi_conv2d(const Tensor& x, const Tensor& wei
   TORCH_CHECK_VALUE(out[0] >= 1 && out[1] >= 1, op, ": input ", tuple_str(x.sizes().slice(2)),
                     " is too small for kernel ", tuple_str(weight.sizes().slice(2)), " with padding ",
                     list_str(padding), " (output would be ", list_str(out), ")");
+  check_conv_out(op, out);
   return out;
 }
 
@@ -194,6 +208,7 @@ inline std::array<int64_t, 2> check_bi_conv2d_reverse(const Tensor& z, const Ten
       conv_transpose_out(z.size(3), weight.size(3), stride[1], padding[1], output_padding[1])};
   TORCH_CHECK_VALUE(out[0] >= 1 && out[1] >= 1, op, ": padding ", list_str(padding), " is too large for input ",
                     tuple_str(z.sizes().slice(2)), " (output ", list_str(out), ")");
+  check_conv_out(op, out);
   return out;
 }
 
@@ -205,6 +220,8 @@ inline void check_bi_linear(const char* op, const Tensor& inp, const char* name,
                     tuple_str(inp.sizes()));
   check_same(op, weight, "weight", inp, name);
   check_dim(op, weight, "weight", 2, "[out_features, in_features]");
+  TORCH_CHECK_VALUE(weight.size(0) >= 1 && weight.size(1) >= 1, op,
+                    ": weight must have out_features >= 1 and in_features >= 1, got shape ", tuple_str(weight.sizes()));
   const int64_t k_dim = reverse ? 0 : 1;
   TORCH_CHECK_VALUE(inp.size(-1) == weight.size(k_dim), op, ": ", name, " has ", inp.size(-1),
                     " features but weight ", tuple_str(weight.sizes()), " expects ", weight.size(k_dim));

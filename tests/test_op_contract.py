@@ -279,3 +279,46 @@ def test_forward_mode_ad_is_refused_not_zero() -> None:
     x, w = torch.randn(2, 5), torch.randn(3, 5)
     with fwAD.dual_level(), pytest.raises(NotImplementedError, match="forward-mode AD"):
         bk.bi_linear(fwAD.make_dual(x, torch.ones_like(x)), w, activation=None, backend="cpu")
+
+
+@pytest.mark.parametrize("backend", ["torch", *BACKENDS_UNDER_TEST], ids=str)
+def test_degenerate_shapes_follow_one_rule_on_every_backend(backend) -> None:
+    """The op contract: a weight with a zero dimension is refused in both directions (a layer without weights),
+    stride / padding / an output side of 2^31 or more is refused (the libraries take 32-bit sizes), an empty batch
+    computes an empty output. The same ValueError on every backend."""
+    name, device = (backend, "cpu") if backend == "torch" else (backend.name, backend.device)
+    torch.set_default_device(device)
+    try:
+        _degenerate_shapes(name)
+    finally:
+        torch.set_default_device(None)
+
+
+def _degenerate_shapes(backend: str) -> None:
+    x, z = torch.randn(2, 3, 6, 6), torch.randn(2, 4, 4, 4)
+    for shape in ((0, 3, 3, 3), (4, 0, 3, 3), (4, 3, 0, 3), (4, 3, 3, 0), (0, 0, 0, 0)):
+        weight = torch.randn(shape)
+        match = r"weight must have C_out >= 1, C_in >= 1 and a kernel of at least 1x1"
+        with pytest.raises(ValueError, match=match):
+            bk.bi_conv2d(x[:, : shape[1]], weight, backend=backend)
+        with pytest.raises(ValueError, match=match):
+            bk.bi_conv2d_reverse(z[:, : shape[0]], weight, backend=backend)
+    for shape in ((0, 5), (3, 0), (0, 0)):
+        weight = torch.randn(shape)
+        match = r"weight must have out_features >= 1 and in_features >= 1"
+        with pytest.raises(ValueError, match=match):
+            bk.bi_linear(torch.randn(2, shape[1]), weight, backend=backend)
+        with pytest.raises(ValueError, match=match):
+            bk.bi_linear_reverse(torch.randn(2, shape[0]), weight, backend=backend)
+    for kw in ({"stride": 2**31}, {"padding": 2**31}, {"stride": (1, 2**40)}, {"padding": (2**40, 0)}):
+        with pytest.raises(ValueError, match=r"stride and padding must be < 2\^31"):
+            bk.bi_conv2d(x, torch.randn(4, 3, 3, 3), backend=backend, **kw)
+        with pytest.raises(ValueError, match=r"stride and padding must be < 2\^31"):
+            bk.bi_conv2d_reverse(z, torch.randn(4, 3, 3, 3), backend=backend, **kw)
+    with pytest.raises(ValueError, match=r"each side must be < 2\^31"):  # legal stride, an output too large
+        bk.bi_conv2d_reverse(torch.randn(1, 1, 3, 1), torch.randn(1, 1, 1, 1), stride=2**31 - 1, backend=backend)
+    w = torch.randn(4, 3, 3, 3)
+    assert bk.bi_conv2d(x[:0], w, backend=backend).shape == (0, 4, 4, 4)
+    assert bk.bi_conv2d_reverse(z[:0], w, backend=backend).shape == (0, 3, 6, 6)
+    assert bk.bi_linear(torch.randn(0, 5), torch.randn(3, 5), backend=backend).shape == (0, 3)
+    assert bk.bi_linear_reverse(torch.randn(0, 3), torch.randn(3, 5), backend=backend).shape == (0, 5)
