@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         print(
-            f"| {name} | {statistics.median(s):.2f} | {q[0]:.2f} | {q[3]:.2f} | {ratio:.3f} | "
+            f"| {name} | {meta[name]['commit']} | {statistics.median(s):.2f} | {q[0]:.2f} | {q[3]:.2f} | {ratio:.3f} | "
             f"{meta[name]['saved_mb']:.2f} |"
         )
     if args.out:
