@@ -22,7 +22,8 @@ demo: install
 # more for the triton backend alone, in Triton's interpreter on CPU tensors (TRITON_INTERPRET=1 must be set
 # before triton defines the kernels, so it is its own process).
 OP_TESTS = tests/test_gnova.py tests/test_bi_conv2d.py tests/test_bi_conv2d_reverse.py tests/test_bi_linear.py \
-	tests/test_bi_linear_reverse.py tests/test_op_contract.py tests/test_triton_kernels.py tests/test_triton_limits.py tests/test_chaining.py
+	tests/test_bi_linear_reverse.py tests/test_op_contract.py tests/test_triton_kernels.py tests/test_triton_limits.py tests/test_chaining.py \
+	tests/test_func_transforms.py
 test: install
 	$(PYTHON) -m pytest -q -ra
 	$(MAKE) --no-print-directory test-triton-interp PYTHON="$(PYTHON)"

@@ -13,8 +13,11 @@
 // - The bidirectional ops (X and X_fwd) get Autocast kernels that cast floating inputs to the autocast dtype, as
 //   F.conv2d / F.linear do (float64 and the reverse scale stay as they are); gnova, elementwise, runs in its
 //   input's dtype, as eager pointwise ops do under autocast.
-// Forward-mode AD (jvp) is refused with an error rather than answered with a silent zero tangent.
+// - Under a torch.func transform (grad, vjp, jacrev, jvp, jacfwd, hessian, vmap) or with a forward-mode tangent
+//   on an input, every op runs its composite of differentiable ATen ops instead (needs_composite), so the
+//   transforms get exact answers, never an error from the C++ Function or a silent zero tangent.
 #include <ATen/autocast_mode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "bvae.h"
@@ -113,11 +116,14 @@ bool any_requires_grad(const Ts&... ts) {
   return at::GradMode::is_enabled() && (requires_grad(ts) || ...);
 }
 
+// torch.func transforms (grad, vjp, jacrev, hessian, vmap, jvp) cannot run a C++ autograd Function, and the
+// kernels have no forward-mode formula: under a transform, or with a forward-mode tangent on an input, an op runs
+// its composite of differentiable ATen ops (what backend "torch" computes), which both understand. One TLS read.
 template <typename... Ts>
-void refuse_forward_ad(const char* op, const Ts&... ts) {
-  TORCH_CHECK_NOT_IMPLEMENTED(!(has_fw_grad(ts) || ...), op,
-                              ": forward-mode AD (jvp, jacfwd) is not supported by the fused ops; use "
-                              "backend='torch' for it");
+bool needs_composite(const Ts&... ts) {
+  // functorch includes its front-mode key in the thread's dispatch keys while a transform's layer is active
+  return c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::FuncTorchDynamicLayerFrontMode) ||
+         (has_fw_grad(ts) || ...);
 }
 
 OptTensor opt(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
@@ -219,6 +225,35 @@ Tensor conv_reverse_pre(const Tensor& z, const Tensor& w, const OptTensor& b, co
   return reverse_scaled(pre, b, log_scale, 1);
 }
 
+// The forward ops as composites of differentiable ATen ops (see needs_composite): (y, u), u the pre-activation.
+Tensor2 conv_composite(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride, IntArrayRef padding,
+                       ActParams act, ActParams in_act) {
+  check_bi_conv2d(x, w, b, stride, padding);
+  auto u = conv_pre(x, w, b, stride, padding, in_act);
+  return {act_aten(u, act), u};
+}
+
+Tensor2 conv_reverse_composite(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
+                               IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, ActParams act,
+                               ActParams in_act) {
+  check_bi_conv2d_reverse(z, w, b, s, stride, padding, output_padding);
+  auto u = conv_reverse_pre(z, w, b, s, stride, padding, output_padding, in_act);
+  return {act_aten(u, act), u};
+}
+
+Tensor2 linear_composite(const Tensor& x, const Tensor& w, const OptTensor& b, ActParams act, ActParams in_act) {
+  check_bi_linear("bi_linear", x, "x", w, b, std::nullopt, false);
+  auto u = at::linear(act_aten(x, in_act), w, b);
+  return {act_aten(u, act), u};
+}
+
+Tensor2 linear_reverse_composite(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
+                                 ActParams act, ActParams in_act) {
+  check_bi_linear("bi_linear_reverse", z, "z", w, b, s, true);
+  auto u = reverse_scaled(at::matmul(act_aten(z, in_act), w), b, s, z.dim() - 1);
+  return {act_aten(u, act), u};
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // gnova
 // ---------------------------------------------------------------------------------------------------------
@@ -240,7 +275,11 @@ struct GnovaFn : public Function<GnovaFn> {
 
 template <Impl I>
 Tensor gnova_autograd(const Tensor& u, double alpha, double beta, double gamma) {
-  refuse_forward_ad("gnova", u);
+  if (needs_composite(u)) {
+    check_float("gnova", u, "u");
+    const ActParams act{alpha, beta, gamma};
+    return act.identity() ? u.clone() : act_aten(u, act);
+  }
   if (!any_requires_grad(u)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return ops(I).gnova.call(u, alpha, beta, gamma);
@@ -250,8 +289,7 @@ Tensor gnova_autograd(const Tensor& u, double alpha, double beta, double gamma) 
 
 template <Impl I>
 Tensor gnova_bwd_autograd(const Tensor& grad, const Tensor& u, double alpha, double beta, double gamma) {
-  refuse_forward_ad("gnova_bwd", grad, u);
-  if (!any_requires_grad(grad, u)) {
+  if (!needs_composite(grad, u) && !any_requires_grad(grad, u)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return ops(I).gnova_bwd.call(grad, u, alpha, beta, gamma);
   }
@@ -316,7 +354,9 @@ template <Impl I>
 Tensor bi_conv2d_autograd(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
                           IntArrayRef padding, double alpha, double beta, double gamma, double ia, double ib,
                           double ig) {
-  refuse_forward_ad("bi_conv2d", x, w, b);
+  if (needs_composite(x, w, b)) {
+    return std::get<0>(conv_composite(x, w, b, stride, padding, {alpha, beta, gamma}, {ia, ib, ig}));
+  }
   if (!any_requires_grad(x, w, b)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return ops(I).bi_conv2d.call(x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig);
@@ -328,7 +368,7 @@ template <Impl I>
 Tensor2 bi_conv2d_fwd_autograd(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
                                IntArrayRef padding, double alpha, double beta, double gamma, double ia, double ib,
                                double ig) {
-  refuse_forward_ad("bi_conv2d_fwd", x, w, b);
+  if (needs_composite(x, w, b)) return conv_composite(x, w, b, stride, padding, {alpha, beta, gamma}, {ia, ib, ig});
   if (!any_requires_grad(x, w, b)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return ops(I).bi_conv2d_fwd.call(x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig);
@@ -341,8 +381,7 @@ template <Impl I>
 Tensor3 bi_conv2d_bwd_autograd(const Tensor& grad, const Tensor& x, const Tensor& w, const OptTensor& u,
                                IntArrayRef stride, IntArrayRef padding, double alpha, double beta, double gamma,
                                Mask3 mask, double ia, double ib, double ig) {
-  refuse_forward_ad("bi_conv2d_bwd", grad, x, w, u);
-  if (!any_requires_grad(grad, x, w, u)) {
+  if (!needs_composite(grad, x, w, u) && !any_requires_grad(grad, x, w, u)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return ops(I).bi_conv2d_bwd.call(grad, x, w, u, stride, padding, alpha, beta, gamma, mask, ia, ib, ig);
   }
@@ -414,7 +453,10 @@ template <Impl I>
 Tensor bi_conv2d_reverse_autograd(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
                                   IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, double alpha,
                                   double beta, double gamma, double ia, double ib, double ig) {
-  refuse_forward_ad("bi_conv2d_reverse", z, w, b, s);
+  if (needs_composite(z, w, b, s)) {
+    return std::get<0>(conv_reverse_composite(z, w, b, s, stride, padding, output_padding, {alpha, beta, gamma},
+                                              {ia, ib, ig}));
+  }
   if (!any_requires_grad(z, w, b, s)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return ops(I).bi_conv2d_reverse.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma, ia, ib,
@@ -428,7 +470,9 @@ template <Impl I>
 Tensor2 bi_conv2d_reverse_fwd_autograd(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
                                        IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding,
                                        double alpha, double beta, double gamma, double ia, double ib, double ig) {
-  refuse_forward_ad("bi_conv2d_reverse_fwd", z, w, b, s);
+  if (needs_composite(z, w, b, s)) {
+    return conv_reverse_composite(z, w, b, s, stride, padding, output_padding, {alpha, beta, gamma}, {ia, ib, ig});
+  }
   if (!any_requires_grad(z, w, b, s)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return ops(I).bi_conv2d_reverse_fwd.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma, ia,
@@ -444,8 +488,7 @@ Tensor4 bi_conv2d_reverse_bwd_autograd(const Tensor& grad, const Tensor& z, cons
                                        const OptTensor& s, IntArrayRef stride, IntArrayRef padding,
                                        IntArrayRef output_padding, double alpha, double beta, double gamma,
                                        Mask4 mask, double ia, double ib, double ig) {
-  refuse_forward_ad("bi_conv2d_reverse_bwd", grad, z, w, u, s);
-  if (!any_requires_grad(grad, z, w, u, s)) {
+  if (!needs_composite(grad, z, w, u, s) && !any_requires_grad(grad, z, w, u, s)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return ops(I).bi_conv2d_reverse_bwd.call(grad, z, w, u, s, stride, padding, output_padding, alpha, beta, gamma,
                                              mask, ia, ib, ig);
@@ -505,7 +548,7 @@ struct BiLinearFn : public Function<BiLinearFn<kWithU>> {
 template <Impl I>
 Tensor bi_linear_autograd(const Tensor& x, const Tensor& w, const OptTensor& b, double alpha, double beta,
                           double gamma, double ia, double ib, double ig) {
-  refuse_forward_ad("bi_linear", x, w, b);
+  if (needs_composite(x, w, b)) return std::get<0>(linear_composite(x, w, b, {alpha, beta, gamma}, {ia, ib, ig}));
   if (!any_requires_grad(x, w, b)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return ops(I).bi_linear.call(x, w, b, alpha, beta, gamma, ia, ib, ig);
@@ -516,7 +559,7 @@ Tensor bi_linear_autograd(const Tensor& x, const Tensor& w, const OptTensor& b, 
 template <Impl I>
 Tensor2 bi_linear_fwd_autograd(const Tensor& x, const Tensor& w, const OptTensor& b, double alpha, double beta,
                                double gamma, double ia, double ib, double ig) {
-  refuse_forward_ad("bi_linear_fwd", x, w, b);
+  if (needs_composite(x, w, b)) return linear_composite(x, w, b, {alpha, beta, gamma}, {ia, ib, ig});
   if (!any_requires_grad(x, w, b)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return ops(I).bi_linear_fwd.call(x, w, b, alpha, beta, gamma, ia, ib, ig);
@@ -528,8 +571,7 @@ Tensor2 bi_linear_fwd_autograd(const Tensor& x, const Tensor& w, const OptTensor
 template <Impl I>
 Tensor3 bi_linear_bwd_autograd(const Tensor& grad, const Tensor& x, const Tensor& w, const OptTensor& u,
                                double alpha, double beta, double gamma, Mask3 mask, double ia, double ib, double ig) {
-  refuse_forward_ad("bi_linear_bwd", grad, x, w, u);
-  if (!any_requires_grad(grad, x, w, u)) {
+  if (!needs_composite(grad, x, w, u) && !any_requires_grad(grad, x, w, u)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return ops(I).bi_linear_bwd.call(grad, x, w, u, alpha, beta, gamma, mask, ia, ib, ig);
   }
@@ -591,7 +633,9 @@ struct BiLinearReverseFn : public Function<BiLinearReverseFn<kWithU>> {
 template <Impl I>
 Tensor bi_linear_reverse_autograd(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
                                   double alpha, double beta, double gamma, double ia, double ib, double ig) {
-  refuse_forward_ad("bi_linear_reverse", z, w, b, s);
+  if (needs_composite(z, w, b, s)) {
+    return std::get<0>(linear_reverse_composite(z, w, b, s, {alpha, beta, gamma}, {ia, ib, ig}));
+  }
   if (!any_requires_grad(z, w, b, s)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return ops(I).bi_linear_reverse.call(z, w, b, s, alpha, beta, gamma, ia, ib, ig);
@@ -602,7 +646,7 @@ Tensor bi_linear_reverse_autograd(const Tensor& z, const Tensor& w, const OptTen
 template <Impl I>
 Tensor2 bi_linear_reverse_fwd_autograd(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
                                        double alpha, double beta, double gamma, double ia, double ib, double ig) {
-  refuse_forward_ad("bi_linear_reverse_fwd", z, w, b, s);
+  if (needs_composite(z, w, b, s)) return linear_reverse_composite(z, w, b, s, {alpha, beta, gamma}, {ia, ib, ig});
   if (!any_requires_grad(z, w, b, s)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return ops(I).bi_linear_reverse_fwd.call(z, w, b, s, alpha, beta, gamma, ia, ib, ig);
@@ -615,8 +659,7 @@ template <Impl I>
 Tensor4 bi_linear_reverse_bwd_autograd(const Tensor& grad, const Tensor& z, const Tensor& w, const OptTensor& u,
                                        const OptTensor& s, double alpha, double beta, double gamma, Mask4 mask,
                                        double ia, double ib, double ig) {
-  refuse_forward_ad("bi_linear_reverse_bwd", grad, z, w, u, s);
-  if (!any_requires_grad(grad, z, w, u, s)) {
+  if (!needs_composite(grad, z, w, u, s) && !any_requires_grad(grad, z, w, u, s)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return ops(I).bi_linear_reverse_bwd.call(grad, z, w, u, s, alpha, beta, gamma, mask, ia, ib, ig);
   }

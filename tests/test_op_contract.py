@@ -272,13 +272,31 @@ def test_autocast_leaves_float64_alone() -> None:
 
 
 @cpu_ops
-def test_forward_mode_ad_is_refused_not_zero() -> None:
-    """jvp through a fused op is an error (never a silent zero tangent)."""
+@pytest.mark.parametrize("backend", BACKENDS_UNDER_TEST, ids=str)
+def test_forward_mode_ad_gives_the_reference_tangent(backend) -> None:
+    """Dual tensors through every fused op (the op runs its ATen composite): the reference's tangent, never zero."""
     import torch.autograd.forward_ad as fwAD
 
-    x, w = torch.randn(2, 5), torch.randn(3, 5)
-    with fwAD.dual_level(), pytest.raises(NotImplementedError, match="forward-mode AD"):
-        bk.bi_linear(fwAD.make_dual(x, torch.ones_like(x)), w, activation=None, backend="cpu")
+    dtype = torch.float64 if torch.float64 in backend.dtypes else torch.float32
+    opts = {"dtype": dtype, "device": backend.device}
+    g = torch.Generator().manual_seed(0)
+    x, v, w = (torch.randn(*shape, generator=g).to(**opts) for shape in ((2, 5), (2, 5), (3, 5)))
+    b, s = torch.randn(3, generator=g).to(**opts), torch.tensor(0.3, **opts)
+    calls = {
+        "bi_linear": lambda t, be: bk.bi_linear(t, w, b, input_activation="gnova", backend=be),
+        "bi_linear_reverse": lambda t, be: bk.bi_linear_reverse(t @ w.T, w, None, log_scale=s, backend=be),
+        "bi_conv2d": lambda t, be: bk.bi_conv2d(t.reshape(2, 1, 1, 5), w.reshape(3, 1, 1, 5), b, backend=be),
+        "bi_conv2d_reverse": lambda t, be: bk.bi_conv2d_reverse(t.reshape(2, 5, 1, 1), w.T.reshape(5, 3, 1, 1), b,
+                                                                log_scale=s, backend=be),
+        "gnova": lambda t, be: bk.gnova(t, backend=be),
+    }  # fmt: skip
+    for name, call in calls.items():
+        tangents = []
+        for be in (backend.name, "torch"):
+            with fwAD.dual_level():
+                tangents.append(fwAD.unpack_dual(call(fwAD.make_dual(x, v), be)).tangent)
+        assert tangents[0] is not None and tangents[0].abs().sum() > 0, name
+        assert rel_err(tangents[0], tangents[1]) <= TOL[dtype], name
 
 
 @pytest.mark.parametrize("backend", ["torch", *BACKENDS_UNDER_TEST], ids=str)
