@@ -16,6 +16,7 @@ architecture, and its reverse passes them as `output_size`: `decode(z)` works wi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -138,7 +139,7 @@ def layer_output_shape(layer: nn.Module, shape: Shape) -> Shape:
     if isinstance(layer, BiFlatten):
         if tuple(shape) != layer.shape:
             raise ValueError(f"BiFlatten{layer.shape} cannot take input shape {shape}")
-        return (int(torch.tensor(shape).prod()),)
+        return (math.prod(shape),)  # plain ints: no tensor (a meta-device default would make .item() fail)
     if isinstance(layer, BiSequential):
         for sub in layer:
             shape = layer_output_shape(sub, shape)

@@ -18,6 +18,7 @@ is resolved once, at construction: a forward call is one public op call.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -30,16 +31,32 @@ from bvae_kernels.activation import IDENTITY, ActivationLike, GNoVa, resolve_act
 from ._checks import positive_int
 
 
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value, value)
+def _int(value: object) -> int | None:
+    """`value` as a Python int when it is integer-like (int, numpy / torch integer scalars; not a bool), else None."""
+    if isinstance(value, bool) or getattr(value, "dtype", None) == torch.bool:
+        return None
     try:
-        values = tuple(value)
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    if (single := _int(value)) is not None:
+        return (single, single)
+    try:
+        values = tuple(_int(v) for v in value)
     except TypeError:  # a float, None, ...: name the argument instead of "object is not iterable"
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
-    if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    if len(values) != 2 or None in values:
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     return values  # type: ignore[return-value]
+
+
+def _size(name: str, value: object) -> int:
+    """A channel / feature count: a positive integer-like value (np.int64 included), as a Python int."""
+    as_int = _int(value)
+    return positive_int(name, as_int if as_int is not None else value)
 
 
 def apply_activation(t: torch.Tensor, activation: GNoVa, backend: str | None) -> torch.Tensor:
@@ -73,12 +90,16 @@ class _ReverseParamsMixin:
     reverse_bias: nn.Parameter | None
     reverse_log_scale: nn.Parameter | None
 
-    def _make_params(self, weight_shape: tuple[int, ...], bias: bool, reverse_scale: bool, factory: dict) -> None:
-        """W [out, in, *kernel]; b_f [out] and b_r [in] when `bias`; the scalar s when `reverse_scale`."""
+    def _make_params(
+        self, weight_shape: tuple[int, ...], bias: bool, reverse_bias: bool | None, reverse_scale: bool, factory: dict
+    ) -> None:
+        """W [out, in, *kernel]; b_f [out] when `bias`; b_r [in] when `reverse_bias` (None: as `bias`); the scalar s
+        when `reverse_scale`."""
         out_size, in_size = weight_shape[:2]
+        reverse_bias = bias if reverse_bias is None else reverse_bias
         self.weight = nn.Parameter(torch.empty(weight_shape, **factory))
         self.bias = nn.Parameter(torch.empty(out_size, **factory)) if bias else None
-        self.reverse_bias = nn.Parameter(torch.empty(in_size, **factory)) if bias else None
+        self.reverse_bias = nn.Parameter(torch.empty(in_size, **factory)) if reverse_bias else None
         scale = nn.Parameter(torch.zeros((), **factory)) if reverse_scale else None
         self.register_parameter("reverse_log_scale", scale)
 
@@ -91,6 +112,13 @@ class _ReverseParamsMixin:
         if self.reverse_log_scale is not None:
             nn.init.zeros_(self.reverse_log_scale)
 
+    def _initial_reverse_param(self, name: str, weight: torch.Tensor) -> torch.Tensor:
+        """A fresh reverse bias (the reverse direction's fan-in, as `_reset_params`) or log-scale (0), like `weight`."""
+        if name == "reverse_log_scale":
+            return torch.zeros((), dtype=weight.dtype, device=weight.device)
+        bound = 1 / math.sqrt(weight.numel() // weight.shape[1])
+        return torch.empty(weight.shape[1], dtype=weight.dtype, device=weight.device).uniform_(-bound, bound)
+
     def _load_from_state_dict(
         self,
         state_dict: dict,
@@ -102,9 +130,12 @@ class _ReverseParamsMixin:
         error_msgs: list,
     ) -> None:
         if prefix + "weight" in state_dict:
+            weight = state_dict[prefix + "weight"]
             for name in ("reverse_bias", "reverse_log_scale"):
                 value = getattr(self, name, None)
                 if value is not None and prefix + name not in state_dict:
+                    if value.is_meta and not weight.is_meta:  # built on meta, loaded with assign=True: initialize
+                        value = self._initial_reverse_param(name, weight)
                     state_dict[prefix + name] = value.detach().clone()
         super()._load_from_state_dict(  # type: ignore[misc]
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
@@ -130,10 +161,11 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
         activation: ActivationLike = "gnova",
         backend: str | None = None,
         reverse_scale: bool = False,
+        reverse_bias: bool | None = None,
     ) -> None:
         super().__init__()
-        positive_int("BiConv2d: in_channels", in_channels)
-        positive_int("BiConv2d: out_channels", out_channels)
+        in_channels = _size("BiConv2d: in_channels", in_channels)
+        out_channels = _size("BiConv2d: out_channels", out_channels)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
@@ -141,8 +173,11 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
             raise ValueError(f"BiConv2d: kernel_size and stride must be >= 1, got {self.kernel_size}, {self.stride}")
         if _pair(dilation, "dilation") != (1, 1):
             raise ValueError(f"BiConv2d: dilation={dilation!r} is not supported (only 1)")
-        if groups != 1:
+        if _int(groups) != 1:
             raise ValueError(f"BiConv2d: groups={groups!r} is not supported (only 1)")
+        # nn.Conv2d's attributes, for code that reads them (the values the layer supports)
+        self.dilation, self.groups, self.padding_mode, self.output_padding = (1, 1), 1, "zeros", (0, 0)
+        self.transposed = False
         if padding_mode != "zeros":
             raise ValueError(f"BiConv2d: padding_mode={padding_mode!r} is not supported (only 'zeros')")
         if isinstance(padding, str):
@@ -168,7 +203,7 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
         self._op_stride, self._op_padding = list(self.stride), list(self.padding)  # what the ops take as they are
         self._output_padding: dict[tuple, tuple[int, int]] = {}  # (input HW, output_size) -> output_padding
         factory = {"device": device, "dtype": dtype}
-        self._make_params((out_channels, in_channels, *self.kernel_size), bias, reverse_scale, factory)
+        self._make_params((out_channels, in_channels, *self.kernel_size), bias, reverse_bias, reverse_scale, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -176,10 +211,10 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
         kh, kw = self.kernel_size
         self._reset_params(self.in_channels * kh * kw, self.out_channels * kh * kw)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Encode: a(conv2d(x, W) + b_f). x: [N, C_in, H, W] or [C_in, H, W]."""
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - nn.Conv2d's name for it
+        """Encode: a(conv2d(x, W) + b_f). input: [N, C_in, H, W] or [C_in, H, W]."""
         return bk.bi_conv2d(
-            x,
+            input,
             self.weight,
             self.bias,
             stride=self._op_stride,
@@ -303,24 +338,25 @@ class BiLinear(_ReverseParamsMixin, nn.Module):
         activation: ActivationLike = "gnova",
         backend: str | None = None,
         reverse_scale: bool = False,
+        reverse_bias: bool | None = None,
     ) -> None:
         super().__init__()
-        positive_int("BiLinear: in_features", in_features)
-        positive_int("BiLinear: out_features", out_features)
+        in_features = _size("BiLinear: in_features", in_features)
+        out_features = _size("BiLinear: out_features", out_features)
         self.in_features, self.out_features = in_features, out_features
         self.activation = resolve_activation(activation)
         self.backend = backend
         factory = {"device": device, "dtype": dtype}
-        self._make_params((out_features, in_features), bias, reverse_scale, factory)
+        self._make_params((out_features, in_features), bias, reverse_bias, reverse_scale, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """nn.Linear's initialization; the reverse bias uses the reverse direction's fan-in."""
         self._reset_params(self.in_features, self.out_features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Encode: a(x W^T + b_f). x: [*, in_features]."""
-        return bk.bi_linear(x, self.weight, self.bias, activation=self.activation, backend=self.backend)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - nn.Linear's name for it
+        """Encode: a(x W^T + b_f). input: [*, in_features]."""
+        return bk.bi_linear(input, self.weight, self.bias, activation=self.activation, backend=self.backend)
 
     def forward_pre(self, x: torch.Tensor, input_activation: GNoVa = IDENTITY) -> tuple[torch.Tensor, GNoVa]:
         """Encode, leaving the activation to the next layer: (u, a) with u = a_in(x) W^T + b_f (see

@@ -1,0 +1,156 @@
+"""bvae.convert swaps a plain torch.nn model's convs and dense layers for the bidirectional ones: the same outputs
+and gradients in float64, the same state_dict, DDP with default settings; plus the drop-in details it relies on
+(reverse_bias=False, `input=`, integer-like sizes, nn.Conv2d's attributes)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import bvae
+from bvae import BiConv2d, BiLinear
+
+
+class Block(nn.Module):
+    """A residual block with a grouped and a dilated conv (left as they are: not supported yet)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(c)
+        self.depthwise = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.dilated = nn.Conv2d(c, c, 3, padding=2, dilation=2)
+        self.conv2 = nn.Conv2d(c, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn(self.conv1(x)))
+        return x + self.conv2(self.dilated(self.depthwise(h)))
+
+
+def small_resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        Block(8),
+        nn.Conv2d(8, 8, 3, padding="same"),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 5),
+    )
+
+
+def test_convert_keeps_outputs_gradients_and_state_dict():
+    original = small_resnet().double()
+    converted = small_resnet().double()
+    with pytest.warns(UserWarning, match=r"left as nn.Conv2d.*depthwise \(groups=8\).*dilated \(dilation=\(2, 2\)\)"):
+        assert bvae.convert(converted, backend="cpu") is converted
+    swapped = [m for m in converted.modules() if isinstance(m, (BiConv2d, BiLinear))]
+    assert len(swapped) == 5 and all(m.reverse_bias is None for m in swapped)
+    assert type(converted[2].depthwise) is nn.Conv2d  # kept
+    assert set(converted.state_dict()) == set(original.state_dict())
+    x = torch.randn(2, 3, 10, 10, dtype=torch.float64, requires_grad=True)
+    outs = []
+    for model in (original, converted):
+        y = model(x)
+        (gx,) = torch.autograd.grad(y.square().sum(), x)
+        outs.append((y, gx))
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(outs[1][1], outs[0][1], rtol=1e-12, atol=1e-12)
+    for p_orig, p_conv in zip(original.parameters(), converted.parameters(), strict=True):
+        assert p_orig.shape == p_conv.shape
+    back = small_resnet().double()
+    back.load_state_dict(converted.state_dict())  # loads into the plain model
+    torch.testing.assert_close(back(x), outs[0][0], rtol=1e-12, atol=1e-12)
+
+
+def test_convert_keeps_the_parameter_objects_and_gives_a_reverse_direction():
+    model = nn.Sequential(nn.Linear(4, 3))
+    weight = model[0].weight
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    bvae.convert(model)
+    assert isinstance(model[0], BiLinear) and model[0].weight is weight
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()  # the optimizer still holds the layer's parameters
+    assert model[0].reverse(torch.randn(2, 3)).shape == (2, 4)
+    single = bvae.convert(nn.Conv2d(2, 3, 3))
+    assert isinstance(single, BiConv2d) and single.reverse_bias is None
+    with pytest.raises(TypeError, match="must be an nn.Module"):
+        bvae.convert("model")
+
+
+def test_drop_in_details():
+    conv = BiConv2d(np.int64(3), np.int64(4), np.int64(3), stride=np.int64(2), padding=(np.int64(1), 1))
+    assert (conv.in_channels, conv.stride, conv.padding) == (3, (2, 2), (1, 1)) and type(conv.in_channels) is int
+    assert (conv.groups, conv.dilation, conv.padding_mode, conv.output_padding) == (1, (1, 1), "zeros", (0, 0))
+    assert conv(input=torch.randn(1, 3, 8, 8)).shape == (1, 4, 4, 4)
+    lin = BiLinear(np.int32(5), torch.tensor(2), reverse_bias=False)
+    assert lin(input=torch.randn(3, 5)).shape == (3, 2) and lin.reverse_bias is None and lin.bias is not None
+    for bad in (True, 2.0, np.float32(2), torch.tensor(True)):
+        with pytest.raises(ValueError, match="must be a positive int"):
+            BiLinear(bad, 2)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = small_resnet()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bvae.convert(model, backend="cpu")
+        ddp = nn.parallel.DistributedDataParallel(model)  # default settings: every parameter must get a gradient
+        opt = torch.optim.AdamW(ddp.parameters(), lr=1e-2)
+        g = torch.Generator().manual_seed(rank)
+        for _ in range(3):
+            x, target = torch.randn(4, 3, 8, 8, generator=g), torch.randn(4, 5, generator=g)
+            opt.zero_grad()
+            nn.functional.mse_loss(ddp(x), target).backward()
+            opt.step()
+        torch.save(model.state_dict(), os.path.join(out, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_a_converted_model_trains_under_ddp_with_default_settings(tmp_path):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    start = small_resnet().state_dict()
+    for name, w0 in r0.items():
+        if "running_" not in name and "num_batches" not in name:  # BatchNorm's buffers are each rank's own
+            assert torch.equal(w0, r1[name]), name  # gradients all-reduced every step
+    assert not torch.equal(r0["6.weight"], start["6.weight"])
+
+
+def test_meta_device_construction():
+    """Layers and models build on the meta device; a twin's state_dict loaded with assign=True materializes every
+    parameter, the reverse-only ones included (initialized as reset_parameters would)."""
+    with torch.device("meta"):
+        model = bvae.build_model("bvae", "fashion-mnist")
+        conv, lin = BiConv2d(3, 4, 3, reverse_scale=True), BiLinear(5, 2)
+    assert all(p.is_meta for p in model.parameters())
+    conv.load_state_dict(nn.Conv2d(3, 4, 3).state_dict(), assign=True)
+    lin.load_state_dict(nn.Linear(5, 2).state_dict(), assign=True)
+    for layer in (conv, lin):
+        assert not any(p.is_meta for p in layer.parameters()), [n for n, p in layer.named_parameters() if p.is_meta]
+    assert conv.reverse_log_scale.item() == 0 and conv.reverse_bias.abs().max() <= 1 / 36**0.5
+    model.to_empty(device="cpu")
+    model.load_state_dict(bvae.build_model("bvae", "fashion-mnist").state_dict())
+    assert torch.isfinite(model.reconstruct(torch.rand(2, 1, 28, 28))).all()
