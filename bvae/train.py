@@ -362,6 +362,7 @@ def fit(
     stop_after_epoch: int | None = None,
     eval_sets: Mapping[str, Dataset] | None = None,
     log: Callable[[str], None] = print,
+    log_epochs: bool | None = None,
 ) -> TrainResult:
     """Trains `model` (a bvae model, optionally DDP-wrapped) on `train_set` with AdamW + OneCycleLR.
 
@@ -374,6 +375,7 @@ def fit(
     `scale_lr_factor` multiplies the peak lr of the layers' reverse log-scales (see `param_groups`).
     `eval_sets` ({name: dataset}, e.g. a validation split or the test set): after every epoch their mean loss and
     metrics go into the history as `<name>_loss`, `<name>_<metric>` (the learning curves), with fixed noise.
+    `log_epochs`: log a line per epoch (default: when `progress` is on).
     """
     positive_int("epochs", epochs)
     positive_int("batch_size", batch_size)
@@ -502,7 +504,7 @@ def fit(
             entry.update({f"{name}_{k}": v for k, v in scores.items()})
             curves += f", {name} loss {scores['loss']:.3f}"
         history.append(entry)
-        if progress and rank == 0:
+        if (progress if log_epochs is None else log_epochs) and rank == 0:
             log(
                 f"epoch {epoch + 1}/{epochs}: loss {entry['loss']:.3f}{curves}, {seconds:.1f} s, "
                 f"{entry['images_per_sec']:.0f} img/s"
@@ -770,6 +772,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 progress=not args.no_progress,
                 eval_sets=eval_sets,
                 log=log,
+                log_epochs=True,  # a line per epoch even without progress bars (logs of long runs)
             )
         except (FileNotFoundError, ValueError) as exc:
             log(f"bvae train: {exc}")
