@@ -25,10 +25,16 @@ import torch
 from torch import nn
 
 import bvae_kernels as bk
+from bvae_kernels import bi_conv2d, bi_linear
 from bvae_kernels._library import conv_transpose_output_size
 from bvae_kernels.activation import IDENTITY, ActivationLike, GNoVa, resolve_activation
 
 from ._checks import positive_int
+
+# torch.fx.symbolic_trace records the forward ops as calls (graph nodes) instead of tracing into their checks,
+# which branch on shapes: a traced model's graph holds one `bi_conv2d` / `bi_linear` node per layer.
+torch.fx.wrap("bi_conv2d")
+torch.fx.wrap("bi_linear")
 
 
 def _int(value: object) -> int | None:
@@ -213,7 +219,7 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - nn.Conv2d's name for it
         """Encode: a(conv2d(x, W) + b_f). input: [N, C_in, H, W] or [C_in, H, W]."""
-        return bk.bi_conv2d(
+        return bi_conv2d(
             input,
             self.weight,
             self.bias,
@@ -356,7 +362,7 @@ class BiLinear(_ReverseParamsMixin, nn.Module):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - nn.Linear's name for it
         """Encode: a(x W^T + b_f). input: [*, in_features]."""
-        return bk.bi_linear(input, self.weight, self.bias, activation=self.activation, backend=self.backend)
+        return bi_linear(input, self.weight, self.bias, activation=self.activation, backend=self.backend)
 
     def forward_pre(self, x: torch.Tensor, input_activation: GNoVa = IDENTITY) -> tuple[torch.Tensor, GNoVa]:
         """Encode, leaving the activation to the next layer: (u, a) with u = a_in(x) W^T + b_f (see

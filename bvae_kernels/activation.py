@@ -10,7 +10,6 @@ the same family, so one kernel serves all three.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -41,9 +40,9 @@ class GNoVa:
             raise ValueError(f"GNoVa: gamma must be > 0, got {self.gamma}")
         if self.alpha == 0 and self.beta == 0:
             raise ValueError("GNoVa: alpha and beta cannot both be 0 (the activation would be constant)")
-        object.__setattr__(self, "params", (self.alpha, self.beta, self.gamma))  # read on every op call
-
-    params: tuple[float, float, float] = dataclasses.field(init=False, repr=False, compare=False)
+        # (alpha, beta, gamma), read on every op call. A plain attribute, not a dataclass field: code that rebuilds
+        # a GNoVa from its fields (torch.fx's code generation, dataclasses.replace) passes only the three.
+        object.__setattr__(self, "params", (self.alpha, self.beta, self.gamma))
 
     def __call__(self, u: torch.Tensor) -> torch.Tensor:
         return gnova_reference(u, *self.params)

@@ -154,3 +154,22 @@ def test_meta_device_construction():
     model.to_empty(device="cpu")
     model.load_state_dict(bvae.build_model("bvae", "fashion-mnist").state_dict())
     assert torch.isfinite(model.reconstruct(torch.rand(2, 1, 28, 28))).all()
+
+
+def test_fx_symbolic_trace_records_one_node_per_layer():
+    """torch.fx traces through the layers (their ops are recorded as calls): a converted model's graph computes
+    what the model computes, and graph passes (shape propagation) run over it."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    model = small_resnet()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bvae.convert(model, backend="cpu")
+    traced = torch.fx.symbolic_trace(model.eval())
+    ops = [n.target.__name__ for n in traced.graph.nodes if n.op == "call_function" and hasattr(n.target, "__name__")]
+    assert ops.count("bi_conv2d") == 4 and ops.count("bi_linear") == 1, ops
+    x = torch.randn(2, 3, 10, 10)
+    assert torch.equal(traced(x), model(x))
+    ShapeProp(traced).propagate(x)
+    layer = bvae.BiLinear(4, 3, activation="sigmoid")
+    assert torch.equal(torch.fx.symbolic_trace(layer)(torch.ones(2, 4)), layer(torch.ones(2, 4)))
