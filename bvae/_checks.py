@@ -46,16 +46,18 @@ positive_arg = number_arg(lambda v: v > 0, "a finite number > 0")
 non_negative_arg = number_arg(lambda v: v >= 0, "a finite number >= 0")
 
 
-def int_arg(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an int >= `minimum`, else a usage error."""
+def int_arg(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an int >= `minimum` (and <= `maximum`), else a usage error."""
     what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+    if maximum is not None:
+        what = f"an int from {minimum} to {maximum}"
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             value = minimum - 1
-        if value < minimum:
+        if value < minimum or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
         return value
 
@@ -63,3 +65,6 @@ def int_arg(minimum: int) -> Callable[[str], int]:
 
 
 positive_int_arg = int_arg(1)
+seed_arg = int_arg(0, 2**63 - 1)  # what torch.manual_seed takes
+# A peak learning rate above 10 is a typo for every optimizer here (AdamW moves each weight by about lr per step).
+lr_arg = number_arg(lambda v: 0 < v <= 10, "a learning rate in (0, 10]")

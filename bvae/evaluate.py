@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from bvae import metrics
-from bvae._checks import non_negative_arg, positive_int_arg
+from bvae._checks import non_negative_arg, positive_int_arg, seed_arg
 
 ALL_METRICS = ("psnr", "ssim", "nll", "au", "acc", "fid")
 DEFAULT_BATCH = 256
@@ -475,8 +475,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         except FileNotFoundError:
             print(f"bvae compare: error: no eval.json at {path}", file=sys.stderr)
             return 2
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             print(f"bvae compare: error: {path} is not valid JSON: {exc}", file=sys.stderr)
+            return 2
+        if not isinstance(payloads[-1], dict):
+            print(f"bvae compare: error: {path} is not an eval.json (a JSON object)", file=sys.stderr)
             return 2
     table = compare_table(payloads)
     print(table, end="")
@@ -502,7 +505,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="dataset directory (nothing is downloaded)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--batch-size", type=positive_int_arg, default=DEFAULT_BATCH)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--gmm-components", type=positive_int_arg, default=10, help="mixture components of the GMM sampler")
     p.add_argument(
         "--train-limit",

@@ -18,6 +18,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from torch.utils.data import Dataset
 
 from ._checks import (
     check_number,
+    lr_arg,
     non_negative,
     non_negative_arg,
     number_arg,
@@ -39,6 +41,7 @@ from ._checks import (
     positive_arg,
     positive_int,
     positive_int_arg,
+    seed_arg,
 )
 from .models import DATASETS, VARIANTS, ModelConfig, build_model
 
@@ -594,7 +597,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no learned log-scale per layer in the reverse direction (the paper's plain tied layer)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument("--threads", type=positive_int_arg, default=None, help="CPU threads (default: min(2, cores))")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -622,7 +625,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", choices=VARIANTS, default="vae")
     p.add_argument("--epochs", type=positive_int_arg, default=10)
     p.add_argument("--batch-size", type=positive_int_arg, default=128)
-    p.add_argument("--lr", type=positive_arg, default=2e-3, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--lr", type=lr_arg, default=2e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--weight-decay", type=non_negative_arg, default=1e-4)
     _recipe_options(p)
     p.add_argument(
@@ -658,7 +661,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--out", default="demo-out", help="output folder (metrics.json, PNGs)")
     d.add_argument("--epochs", type=positive_int_arg, default=20)
     d.add_argument("--batch-size", type=positive_int_arg, default=64)
-    d.add_argument("--lr", type=positive_arg, default=1e-2)
+    d.add_argument("--lr", type=lr_arg, default=1e-2)
     _recipe_options(d)
     d.add_argument(
         "--train-size", type=positive_int_arg, default=5000, help="training images (capped by the data found)"
@@ -703,6 +706,12 @@ def _arch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _user_error(rank: int, message: str) -> None:
+    """A user's mistake, on stderr (rank 0 only under DDP): the command then exits with code 2."""
+    if rank == 0:
+        print(message, file=sys.stderr)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """`bvae train`: returns 0 on success, 1 when training stopped on a non-finite loss, 2 on bad input."""
     from .data import load_dataset
@@ -727,7 +736,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if args.curves:
                 eval_sets["test"] = test_set
         except (FileNotFoundError, ValueError) as exc:
-            log(f"bvae train: {exc}")
+            _user_error(rank, f"bvae train: error: {exc}")
             return 2
         set_seed(args.seed)
         try:
@@ -747,7 +756,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 **_arch_kwargs(args),
             ).to(device)
         except ValueError as exc:  # settings no model can have (G-NoVa alpha = beta = 0, ...)
-            log(f"bvae train: {exc}")
+            _user_error(rank, f"bvae train: error: {exc}")
             return 2
         log(model.summary())
         log(f"data: {getattr(train_set, 'source', args.dataset)}, {len(train_set)} train / {len(test_set)} test")
@@ -775,7 +784,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 log_epochs=True,  # a line per epoch even without progress bars (logs of long runs)
             )
         except (FileNotFoundError, ValueError) as exc:
-            log(f"bvae train: {exc}")
+            _user_error(rank, f"bvae train: error: {exc}")
             return 2
         if result.stopped:
             return 1
@@ -796,6 +805,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             (Path(args.out) / "metrics.json").write_text(json.dumps(metrics, indent=2))
             log(f"test PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f}; checkpoint {result.checkpoint}")
+            if not math.isfinite(scores["psnr"]):
+                log("bvae train: the trained model reconstructs non-finite images (diverged?); try a lower --lr")
+                return 1
         return 0
     finally:
         if world > 1:
@@ -812,8 +824,9 @@ def _demo_data(args: argparse.Namespace) -> tuple[Dataset, Dataset, str]:
                 load_dataset("fashion-mnist", "test", args.data_dir),
             )
             return _subset(train, args.train_size), _subset(test, args.test_size), train.source
-        except (FileNotFoundError, ValueError):
-            pass
+        except (FileNotFoundError, ValueError) as exc:
+            if args.data_dir is not None:  # asked for by name: an error, not a silent switch to the sample
+                raise FileNotFoundError(f"--data-dir {args.data_dir!r}: {exc}") from exc
     train, test = demo_dataset("train"), demo_dataset("test")
     return _subset(train, args.train_size), _subset(test, args.test_size), train.source
 
@@ -852,7 +865,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 **_arch_kwargs(args),
             )
         except ValueError as exc:  # settings no model can have (G-NoVa alpha = beta = 0, ...)
-            print(f"bvae demo: {exc}")
+            print(f"bvae demo: error: {exc}", file=sys.stderr)
             return 2
         print(model.summary())
         result = fit(

@@ -53,14 +53,14 @@ def test_train_variants_and_vae_kind(tmp_path):
 
 def test_train_errors(tmp_path, capsys):
     assert main(["train", "--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path)] + TINY) == 2
-    assert "does not exist" in capsys.readouterr().out
+    assert "bvae train: error: " in (err := capsys.readouterr().err) and "does not exist" in err
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
     argv = ["train", "--limit", "8", "--epochs", "1", "--out", str(tmp_path / "o"), "--resume", str(bad)]
     assert main(argv + TINY) == 2
-    assert "corrupt" in capsys.readouterr().out
+    assert "corrupt" in capsys.readouterr().err
     argv = ["train", "--limit", "16", "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "n")]
-    assert main(argv + ["--lr", "1e30"] + TINY) == 1  # diverges to a non-finite loss: clean stop, exit 1
+    assert main(argv + ["--lr", "10"] + TINY) == 1  # diverges to a non-finite loss: clean stop, exit 1
     assert "non-finite loss" in capsys.readouterr().out
 
 
@@ -117,4 +117,4 @@ def test_bad_numbers_are_usage_errors(capsys, command, option, value):
 def test_settings_no_model_can_have_exit_2_without_a_traceback(tmp_path, capsys, command):
     argv = [command, "--gnova-alpha", "0", "--gnova-beta", "0", "--epochs", "1", "--out", str(tmp_path / "o")]
     assert main(argv + (["--limit", "8"] if command == "train" else ["--bundled"]) + TINY) == 2
-    assert f"bvae {command}: GNoVa: alpha and beta cannot both be 0" in capsys.readouterr().out
+    assert f"bvae {command}: error: GNoVa: alpha and beta cannot both be 0" in capsys.readouterr().err
