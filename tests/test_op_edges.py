@@ -1,0 +1,148 @@
+"""Inputs at the edges of the op contract, for every public op on every backend under test: read-only memory
+(an op that wrote to an input it does not declare as mutated would crash), signaling NaNs (propagated, the input
+bits unchanged), tensors that are NCHW- and NHWC-contiguous at once (C=1, 1x1 spatial), float64 under autocast."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import BACKENDS_UNDER_TEST, TOL, rel_err
+
+import bvae_kernels as bk
+
+pytestmark = pytest.mark.skipif(not BACKENDS_UNDER_TEST, reason="no fused backend on this machine")
+PARAMS = [pytest.param(b, id=b.name) for b in BACKENDS_UNDER_TEST]
+
+
+def op_calls(backend: str, make) -> dict:  # noqa: ANN001
+    """Every public op on tensors from make(shape) (one maker for every argument), with grad-free arguments."""
+    return {
+        "gnova": lambda: bk.gnova(make((2, 3, 4, 4)), backend=backend),
+        "bi_conv2d": lambda: bk.bi_conv2d(make((2, 3, 5, 5)), make((4, 3, 3, 3)), make((4,)), padding=1,
+                                          backend=backend),
+        "bi_conv2d_reverse": lambda: bk.bi_conv2d_reverse(make((2, 4, 3, 3)), make((4, 3, 3, 3)), make((3,)),
+                                                          stride=2, log_scale=make(()), backend=backend),
+        "bi_linear": lambda: bk.bi_linear(make((2, 5)), make((3, 5)), make((3,)), backend=backend),
+        "bi_linear_reverse": lambda: bk.bi_linear_reverse(make((2, 3)), make((3, 5)), make((5,)), log_scale=make(()),
+                                                          backend=backend),
+    }  # fmt: skip
+
+
+# Runs in its own process: a write to read-only memory is a SIGSEGV, which must not take pytest down.
+READ_ONLY = textwrap.dedent(
+    """
+    import ctypes, mmap, sys, torch
+    sys.path.insert(0, {tests!r})
+    from test_op_edges import op_calls
+    libc = ctypes.CDLL(None)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    backend, dtype, device = sys.argv[1], getattr(torch, sys.argv[2]), sys.argv[3]
+    pages = []
+
+    def read_only(shape):
+        src = (torch.randn(shape) * 0.5).to(dtype)
+        raw = src.reshape(-1).view(torch.uint8).numpy().tobytes()
+        page = mmap.mmap(-1, max(mmap.PAGESIZE, len(raw)))
+        page[: len(raw)] = raw
+        address = ctypes.addressof(ctypes.c_char.from_buffer(page))
+        assert libc.mprotect(address, len(page), mmap.PROT_READ) == 0
+        pages.append(page)
+        t = torch.frombuffer(page, dtype=torch.uint8, count=len(raw)).view(dtype).reshape(shape)
+        return t if device == "cpu" else t.to(device)
+
+    import warnings
+    warnings.simplefilter("ignore")  # torch.frombuffer warns that the memory is not writable: that is the point
+    for name, call in op_calls(backend, read_only).items():
+        with torch.no_grad():
+            call()
+    print("ok")
+    """
+)
+
+
+@pytest.mark.parametrize("backend", PARAMS)
+def test_read_only_inputs_are_never_written(backend):
+    dtypes = [d for d in (torch.float32, torch.bfloat16, torch.float16) if d in backend.dtypes]
+    tests = str(Path(__file__).parent)
+    for dtype in dtypes:
+        proc = subprocess.run(
+            [sys.executable, "-c", READ_ONLY.format(tests=tests), backend.name, str(dtype).split(".")[1],
+             backend.device],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), (dtype, proc.returncode, proc.stderr[-800:])
+
+
+@pytest.mark.parametrize("backend", PARAMS)
+def test_signaling_nans_propagate_and_leave_the_input_alone(backend):
+    for dtype, bits in ((torch.float32, 0x7FA00000), (torch.float16, 0x7D00), (torch.bfloat16, 0x7FA0)):
+        if dtype not in backend.dtypes:
+            continue
+        int_type = torch.int32 if dtype == torch.float32 else torch.int16
+
+        def make(shape, dtype=dtype, int_type=int_type, bits=bits):  # noqa: ANN001, ANN202
+            t = (torch.randn(shape) * 0.5).to(dtype)
+            if t.numel():
+                t.view(int_type).reshape(-1)[0] = bits  # one signaling NaN in every tensor
+            return t.to(backend.device)
+
+        for name in op_calls(backend.name, make):
+            inputs = []
+            original = make
+
+            def recording(shape, original=original, inputs=inputs):  # noqa: ANN001, ANN202
+                t = original(shape)
+                inputs.append((t, t.clone()))
+                return t
+
+            out = op_calls(backend.name, recording)[name]()
+            assert torch.isnan(out).any(), (name, dtype)
+            for t, before in inputs:
+                assert torch.equal(t.view(int_type), before.view(int_type)), (name, dtype, "an input was modified")
+
+
+@pytest.mark.parametrize("backend", PARAMS)
+def test_tensors_contiguous_in_both_layouts(backend):
+    """C = 1 (every MNIST batch) and 1x1 spatial sizes are NCHW- and NHWC-contiguous at once: same numbers as
+    the reference, outputs in a valid layout."""
+    dtype = torch.float64 if torch.float64 in backend.dtypes else torch.float32
+    opts = {"dtype": dtype, "device": backend.device}
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g).to(**opts)
+
+    cases = [
+        ("C=1 forward", lambda be: bk.bi_conv2d(x1, w1, b1, stride=2, padding=1, backend=be)),
+        ("1x1 forward", lambda be: bk.bi_conv2d(x11, w11, b11, backend=be)),
+        ("C=1 reverse", lambda be: bk.bi_conv2d_reverse(z1, w1, r1, stride=2, padding=1, output_padding=1, backend=be)),
+    ]  # fmt: skip
+    x1, w1, b1, r1 = rand(3, 1, 6, 6), rand(4, 1, 4, 4), rand(4), rand(1)
+    z1 = rand(3, 4, 3, 3)
+    x11, w11, b11 = rand(2, 5, 1, 1), rand(3, 5, 1, 1), rand(3)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x1, x11 = x1.contiguous(memory_format=layout), x11.contiguous(memory_format=layout)
+        for name, call in cases:
+            got, want = call(backend.name), call("torch")
+            assert got.is_contiguous() or got.is_contiguous(memory_format=torch.channels_last), name
+            assert rel_err(got, want) <= TOL[dtype], (name, layout)
+
+
+def test_float64_is_never_downcast_under_autocast():
+    """Autocast leaves float64 alone (as F.conv2d does): an op that cast it to bf16 would lose ~14 digits."""
+    if not any(b.name == "cpu" for b in BACKENDS_UNDER_TEST):
+        pytest.skip("needs the cpu backend (float64)")
+    g = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((2, 3, 5, 5), (4, 3, 3, 3), (4,)))
+    want = bk.bi_conv2d(x, w, b, backend="torch")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = bk.bi_conv2d(x, w, b, backend="cpu")
+        lin = bk.bi_linear(x.reshape(2, -1)[:, :27], w.reshape(4, -1), b, backend="cpu")
+    assert got.dtype == torch.float64 and lin.dtype == torch.float64
+    assert rel_err(got, want) <= 1e-12
+    assert rel_err(lin, bk.bi_linear(x.reshape(2, -1)[:, :27], w.reshape(4, -1), b, backend="torch")) <= 1e-12
