@@ -89,16 +89,20 @@ def curves(runs: dict, root: Path) -> list[Path]:
         if not mine:
             continue
         fig, ax = plt.subplots(figsize=(7, 4.5))
+        late = []  # the y range from epoch 3 on: the first epochs' losses would flatten everything else
         for (kind, _, seed), r in sorted(mine.items()):
             hist = r["metrics"]["history"]
             epochs = [h["epoch"] for h in hist]
             color = "tab:blue" if kind == "bvae" else "tab:orange"
             label = f"{kind.upper()} s{seed}"
             ax.plot(epochs, [h["loss"] for h in hist], color=color, alpha=0.9 - 0.25 * seed, label=f"{label} train")
+            late += [h[k] for h in hist[2:] for k in ("loss", "test_loss") if k in h]
             if "test_loss" in hist[0]:
                 test = [h["test_loss"] for h in hist]
                 ax.plot(epochs, test, color=color, ls="--", alpha=0.9 - 0.25 * seed, label=f"{label} test")
         ax.set(xlabel="epoch", ylabel="loss (nats per image)", title=f"Fashion-MNIST, {objective} objective")
+        if late:
+            ax.set_ylim(min(late) - 1, max(late) + 1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
         path = root / f"curves-{objective}.png"
