@@ -328,9 +328,15 @@ def fake_gnova(u, alpha, beta, gamma):
     return _dense_like(u)
 
 
-def fake_gnova_bwd(grad, u, alpha, beta, gamma):
+def check_gnova_bwd(grad: object, u: object, beta: float) -> None:
+    """gnova_bwd: u a tensor, grad one of its device, dtype and shape."""
     check_gnova(u)
+    check_tensor("gnova_bwd", grad, "grad")
     _check_grad("gnova_bwd", grad, u, u, "u", u.shape, beta)
+
+
+def fake_gnova_bwd(grad, u, alpha, beta, gamma):
+    check_gnova_bwd(grad, u, beta)
     return _dense_like(u)
 
 

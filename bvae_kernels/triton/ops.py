@@ -23,6 +23,7 @@ from .._library import (
     check_bi_conv2d_reverse,
     check_bi_linear,
     check_gnova,
+    check_gnova_bwd,
     memory_format_of,
     warn_once,
 )
@@ -118,7 +119,7 @@ def _gnova(u, alpha, beta, gamma):
 
 
 def _gnova_bwd(grad, u, alpha, beta, gamma):
-    check_gnova(u)
+    check_gnova_bwd(grad, u, beta)
     if reason := unsupported_reason(u, matmul=False):
         return _compiled("gnova_bwd", reason, u.device.type)(grad, u, alpha, beta, gamma)
     return gnova_backward(grad, u, alpha, beta, gamma)
