@@ -173,3 +173,21 @@ def test_fx_symbolic_trace_records_one_node_per_layer():
     ShapeProp(traced).propagate(x)
     layer = bvae.BiLinear(4, 3, activation="sigmoid")
     assert torch.equal(torch.fx.symbolic_trace(layer)(torch.ones(2, 4)), layer(torch.ones(2, 4)))
+
+
+def test_jit_trace_of_both_directions():
+    conv = BiConv2d(3, 4, 4, stride=2, padding=1)
+
+    class Roundtrip(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = conv
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv.reverse(self.conv(x), output_size=(9, 9))
+
+    x = torch.randn(2, 3, 9, 9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the output_padding choice is fixed at trace time
+        traced = torch.jit.trace(Roundtrip(), x)
+    assert torch.equal(traced(x), Roundtrip()(x)) and traced(x).shape == (2, 3, 9, 9)
