@@ -108,6 +108,15 @@ def decode_all(model: nn.Module, z: torch.Tensor, batch_size: int, device: str) 
     return images.reshape(images.shape[0], *model.image_shape) if hasattr(model, "image_shape") else images
 
 
+def _check_gmm_components(components: int, train_images: int) -> None:
+    """Before any encoding: a mixture needs at least as many training latents as components."""
+    if components > train_images:
+        raise EvalError(
+            f"--gmm-components {components} needs at least as many training images, got {train_images} "
+            "(raise --train-limit or lower --gmm-components)"
+        )
+
+
 def fit_gmm(train_mu: torch.Tensor, components: int = 10, seed: int = 0) -> Any:
     """A Gaussian mixture (full covariances) fitted to training latent means: the paper's GMM sampler."""
     from sklearn.mixture import GaussianMixture
@@ -246,6 +255,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     train_x = train_y = None
     if need_train:
         train_x, train_y = load_split(dataset, "train", args.data_dir, args.train_limit)
+        if args.figures:
+            _check_gmm_components(args.gmm_components, len(train_x))
 
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
@@ -441,6 +452,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         gmm = None
         if args.sampler == "gmm":
             train_x, _ = load_split(meta["dataset"], "train", args.data_dir, args.train_limit)
+            _check_gmm_components(args.gmm_components, len(train_x))
             gmm = fit_gmm(
                 encode_all(model, train_x, args.batch_size, args.device, "encode train"), args.gmm_components, args.seed
             )

@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
+from bvae import build_model
 from bvae.cli import main
+from bvae.train import save_checkpoint
 
 
 @pytest.fixture
@@ -16,6 +19,9 @@ def files(tmp_path):
     a_file.write_text("not a checkpoint")
     (tmp_path / "list.json").write_text(json.dumps([1, 2]))
     (tmp_path / "binary.json").write_bytes(bytes(range(256)))
+    torch.manual_seed(0)
+    model = build_model("bvae", "fashion-mnist", latent_dim=3, width=4, hidden=16, backend="torch")
+    save_checkpoint(tmp_path / "tiny.pt", model)
     return tmp_path
 
 
@@ -41,6 +47,8 @@ CASES = [  # (argv with {tmp} for the fixture's folder, what the message must sa
     ("eval {tmp}/a_file --seed 1e3", "--seed: must be an int"),
     ("sample {tmp}/a_file --out {tmp}/o", "is not a readable bvae checkpoint"),
     ("sample {tmp}/a_file --out {tmp}/a_file", "exists and is not a folder"),
+    ("eval {ckpt} --train-limit 5 --gmm-components 10 --limit 4 --metrics psnr --out {tmp}/o", "--gmm-components 10"),
+    ("sample {ckpt} --sampler gmm --train-limit 5 --gmm-components 10 --out {tmp}/o", "--gmm-components 10"),
     ("compare {tmp}/list.json", ""),
     ("compare {tmp}/binary.json", ""),
     ("compare {tmp}/missing", ""),
@@ -53,7 +61,7 @@ CASES = [  # (argv with {tmp} for the fixture's folder, what the message must sa
 @pytest.mark.parametrize(("argv", "says"), CASES, ids=[c[0].split(" {")[0] for c in CASES])
 def test_user_errors_exit_2_with_a_message_and_no_traceback(files, capsys, argv: str, says: str) -> None:
     try:
-        code = main(argv.format(tmp=files).split())
+        code = main(argv.format(tmp=files, ckpt=files / "tiny.pt").split())
     except SystemExit as exc:  # argparse's usage errors
         code = exc.code
     err = capsys.readouterr().err
