@@ -286,7 +286,7 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
         strided forward exactly, e.g. 28 -> 14 -> 28 with k=3, s=2, p=1). `activation` replaces a ("default":
         the layer's own; containers pass the mirror rule's choice).
         """
-        act = self.activation if activation == "default" else resolve_activation(activation)
+        act = resolve_reverse_activation(activation, self.activation)
         return self._reverse(z, output_size, act, IDENTITY)
 
     def reverse_pre(
@@ -299,7 +299,7 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
     ) -> tuple[torch.Tensor, GNoVa]:
         """Decode, leaving the activation to the next layer: (u, a) with u = [e^s] conv_transpose2d(a_in(z), W) + b_r
         (see forward_pre)."""
-        act = self.activation if activation == "default" else resolve_activation(activation)
+        act = resolve_reverse_activation(activation, self.activation)
         return self._reverse(z, output_size, IDENTITY, input_activation), act
 
     def _reverse(
@@ -386,7 +386,7 @@ class BiLinear(_ReverseParamsMixin, nn.Module):
             z,
             self.weight,
             self.reverse_bias,
-            activation=self.activation if activation == "default" else resolve_activation(activation),
+            activation=resolve_reverse_activation(activation, self.activation),
             log_scale=self.reverse_log_scale,
             backend=self.backend,
         )
@@ -404,7 +404,7 @@ class BiLinear(_ReverseParamsMixin, nn.Module):
             input_activation=_op_input_activation(input_activation),
             backend=self.backend,
         )
-        return u, self.activation if activation == "default" else resolve_activation(activation)
+        return u, resolve_reverse_activation(activation, self.activation)
 
     def extra_repr(self) -> str:
         return (

@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 OBJECTIVES = ("vae", "beta-vae", "beta-tcvae", "iwae")
-METRICS = (  # (eval.json key, column, format, better)
-    ("psnr", "PSNR (dB)", "{:.2f}", "higher"),
-    ("ssim", "SSIM", "{:.4f}", "higher"),
-    ("nll", "NLL (nats)", "{:.2f}", "lower"),
-    ("active_units", "AU", "{:.1f}", "higher"),
-    ("accuracy", "accuracy", "{:.4f}", "higher"),
+METRICS = (  # (eval.json key, column, format of a mean over seeds)
+    ("psnr", "PSNR (dB)", "{:.2f}"),
+    ("ssim", "SSIM", "{:.4f}"),
+    ("nll", "NLL (nats)", "{:.2f}"),
+    ("active_units", "AU", "{:.1f}"),
+    ("accuracy", "accuracy", "{:.4f}"),
 )
 
 
@@ -58,12 +58,12 @@ def table(runs: dict) -> str:
                 continue
             seeds = sorted(s for (k, o, s) in runs if k == kind and o == objective)
             cells = [objective, kind.upper(), ",".join(map(str, seeds)), f"{chosen[0]['eval']['parameters']:,}"]
-            cells += [_mean_spread([r["eval"]["metrics"][key] for r in chosen], fmt) for key, _, fmt, _ in METRICS]
+            cells += [_mean_spread([r["eval"]["metrics"][key] for r in chosen], fmt) for key, _, fmt in METRICS]
             lines.append("| " + " | ".join(cells) + " |")
         pairs = [s for (k, o, s) in runs if k == "bvae" and o == objective and ("vae", objective, s) in runs]
         if pairs:
             gaps = []
-            for key, _, fmt, _ in METRICS:
+            for key, _, fmt in METRICS:
                 diffs = [
                     runs[("bvae", objective, s)]["eval"]["metrics"][key]
                     - runs[("vae", objective, s)]["eval"]["metrics"][key]

@@ -182,28 +182,25 @@ def conv_backward(
     return d_inp if mask[0] else None, dw, db, ds
 
 
-def _bi_conv2d_fwd(x, weight, bias, stride, padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
-    in_act = (in_alpha, in_beta, in_gamma)
+def _conv_forward(name, keep_u, x, weight, bias, stride, padding, act, in_act):
+    """bi_conv2d (keep_u False: y) and bi_conv2d_fwd (True: y, u), or the compiled op `name` for a case the Triton
+    kernels cannot serve."""
     out = check_bi_conv2d(x, weight, bias, stride, padding)
     if reason := conv_problem(x, weight, out, stride, False):
-        op = _compiled("bi_conv2d_fwd", reason, x.device.type)
-        return op(x, weight, bias, stride, padding, alpha, beta, gamma, *in_act)
-    act, pro = (alpha, beta, gamma), _input_prologue(in_act)
-    fmt = memory_format_of(x)
-    return conv2d(x, weight, bias, stride, padding, act, prologue=pro, prologue_act=in_act, out_format=fmt)
+        return _compiled(name, reason, x.device.type)(x, weight, bias, stride, padding, *act, *in_act)
+    y, u = conv2d(x, weight, bias, stride, padding, act, prologue=_input_prologue(in_act), prologue_act=in_act,
+                  store_u=keep_u, out_format=memory_format_of(x))  # fmt: skip
+    return (y, u) if keep_u else y
+
+
+def _bi_conv2d_fwd(x, weight, bias, stride, padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
+    act, in_act = (alpha, beta, gamma), (in_alpha, in_beta, in_gamma)
+    return _conv_forward("bi_conv2d_fwd", True, x, weight, bias, stride, padding, act, in_act)
 
 
 def _bi_conv2d(x, weight, bias, stride, padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
-    in_act = (in_alpha, in_beta, in_gamma)
-    out = check_bi_conv2d(x, weight, bias, stride, padding)
-    if reason := conv_problem(x, weight, out, stride, False):
-        op = _compiled("bi_conv2d", reason, x.device.type)
-        return op(x, weight, bias, stride, padding, alpha, beta, gamma, *in_act)
-    act, pro = (alpha, beta, gamma), _input_prologue(in_act)
-    fmt = memory_format_of(x)
-    return conv2d(
-        x, weight, bias, stride, padding, act, prologue=pro, prologue_act=in_act, store_u=False, out_format=fmt
-    )[0]
+    act, in_act = (alpha, beta, gamma), (in_alpha, in_beta, in_gamma)
+    return _conv_forward("bi_conv2d", False, x, weight, bias, stride, padding, act, in_act)
 
 
 def _bi_conv2d_bwd(
@@ -224,58 +221,35 @@ def _reverse_out(z, weight, bias, log_scale, stride, padding, output_padding):
     return tuple(out), conv_problem(z, weight, out, stride, True)
 
 
-def _bi_conv2d_reverse_fwd(
-    z,
-    weight,
-    bias,
-    log_scale,
-    stride,
-    padding,
-    output_padding,
-    alpha,
-    beta,
-    gamma,
-    in_alpha=1.0,
-    in_beta=0.0,
-    in_gamma=1.0,
-):
-    in_act = (in_alpha, in_beta, in_gamma)
+def _reverse_forward(name, keep_u, z, weight, bias, log_scale, stride, padding, output_padding, act, in_act):
+    """bi_conv2d_reverse (keep_u False: y) and bi_conv2d_reverse_fwd (True: y, u), or the compiled op `name`."""
     out_hw, reason = _reverse_out(z, weight, bias, log_scale, stride, padding, output_padding)
     if reason:
-        op = _compiled("bi_conv2d_reverse_fwd", reason, z.device.type)
-        return op(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma, *in_act)
-    act, pro = (alpha, beta, gamma), _input_prologue(in_act)
-    return conv_transpose2d(
-        z, weight, bias, stride, padding, out_hw, act, log_scale=log_scale, prologue=pro, prologue_act=in_act,
-        out_format=memory_format_of(z),
+        op = _compiled(name, reason, z.device.type)
+        return op(z, weight, bias, log_scale, stride, padding, output_padding, *act, *in_act)
+    y, u = conv_transpose2d(
+        z, weight, bias, stride, padding, out_hw, act, log_scale=log_scale, prologue=_input_prologue(in_act),
+        prologue_act=in_act, store_u=keep_u, out_format=memory_format_of(z),
     )  # fmt: skip
+    return (y, u) if keep_u else y
+
+
+def _bi_conv2d_reverse_fwd(
+    z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0,
+    in_gamma=1.0,
+):  # fmt: skip
+    act, in_act = (alpha, beta, gamma), (in_alpha, in_beta, in_gamma)
+    args = (z, weight, bias, log_scale, stride, padding, output_padding, act, in_act)
+    return _reverse_forward("bi_conv2d_reverse_fwd", True, *args)
 
 
 def _bi_conv2d_reverse(
-    z,
-    weight,
-    bias,
-    log_scale,
-    stride,
-    padding,
-    output_padding,
-    alpha,
-    beta,
-    gamma,
-    in_alpha=1.0,
-    in_beta=0.0,
+    z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0,
     in_gamma=1.0,
-):
-    in_act = (in_alpha, in_beta, in_gamma)
-    out_hw, reason = _reverse_out(z, weight, bias, log_scale, stride, padding, output_padding)
-    if reason:
-        op = _compiled("bi_conv2d_reverse", reason, z.device.type)
-        return op(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma, *in_act)
-    act, pro = (alpha, beta, gamma), _input_prologue(in_act)
-    return conv_transpose2d(
-        z, weight, bias, stride, padding, out_hw, act, log_scale=log_scale, prologue=pro, prologue_act=in_act,
-        store_u=False, out_format=memory_format_of(z),
-    )[0]  # fmt: skip
+):  # fmt: skip
+    act, in_act = (alpha, beta, gamma), (in_alpha, in_beta, in_gamma)
+    args = (z, weight, bias, log_scale, stride, padding, output_padding, act, in_act)
+    return _reverse_forward("bi_conv2d_reverse", False, *args)
 
 
 def _bi_conv2d_reverse_bwd(
