@@ -46,6 +46,8 @@ for variant in vae beta-vae beta-tcvae iwae; do for kind in bvae vae; do MODELS+
 for seed in 1 2; do for kind in bvae vae; do MODELS+=("$kind vae $seed"); done; done
 
 mkdir -p "$OUT" "$RUNS"
+# commands.txt: each exact command once, however often a resumed run repeats it
+record() { grep -qxF -- "$1" "$OUT/commands.txt" 2>/dev/null || echo "$1" >> "$OUT/commands.txt"; }
 for spec in "${MODELS[@]}"; do
   read -r kind variant seed <<< "$spec"
   name="$kind-$variant-s$seed"
@@ -60,7 +62,7 @@ for spec in "${MODELS[@]}"; do
     resume=()
     if [[ -f "$run/checkpoint.pt" ]]; then resume=(--resume "$run/checkpoint.pt"); fi
     echo "$name: training ($EPOCHS epochs${resume:+, resuming})"
-    echo "${train[*]}" >> "$OUT/commands.txt"
+    record "${train[*]}"
     "${train[@]}" "${resume[@]}" 2>&1 | tee -a "$run.train.log" | grep -E "^epoch|PSNR|stopped|error" || true
     [[ -f "$run/metrics.json" ]] || { echo "$name: training did not finish (see $run.train.log)" >&2; exit 1; }
   fi
@@ -70,7 +72,7 @@ for spec in "${MODELS[@]}"; do
     --nll-samples "$NLL_K" --nll-limit "$NLL_LIMIT" --batch-size 500 "${LIMIT_ARGS[@]/--limit/--limit}"
     "${FID_ARGS[@]}" --out "$OUT/$name")
   echo "$name: evaluating"
-  echo "${evaluate[*]}" >> "$OUT/commands.txt"
+  record "${evaluate[*]}"
   OMP_NUM_THREADS=$THREADS "${evaluate[@]}" > "$run.eval.log" 2>&1 || { tail -5 "$run.eval.log"; exit 1; }
 done
 python scripts/fashion_full_report.py "$OUT"
