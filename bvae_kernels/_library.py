@@ -47,12 +47,14 @@ def warn_once(message: str) -> None:
 # ----------------------------------------------------------------------------------------------------------
 # shape math
 # ----------------------------------------------------------------------------------------------------------
-def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def conv_transpose_output_size(size: int, kernel: int, stride: int, padding: int, output_padding: int) -> int:
-    return (size - 1) * stride - 2 * padding + kernel + output_padding
+def conv_transpose_output_size(
+    size: int, kernel: int, stride: int, padding: int, output_padding: int, dilation: int = 1
+) -> int:
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + 1 + output_padding
 
 
 def memory_format_of(t: torch.Tensor) -> torch.memory_format:
@@ -77,6 +79,22 @@ def pair(value: object, name: str) -> list[int]:
     if len(values) != 2 or any(isinstance(v, bool) or not hasattr(v, "__index__") for v in values):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     return [int(v.__index__()) for v in values]
+
+
+def int_arg(value: object, name: str) -> int:
+    """An int (bools refused, integer-likes such as numpy ints accepted)."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    return int(value.__index__())
+
+
+def conv_geometry(act: tuple, dilation: object, groups: object) -> tuple:
+    """A conv op's arguments after `padding`: the activations' parameters (3 or 6), then dilation and groups when
+    either is not 1 (the schema's defaults, so the common call passes nothing more)."""
+    dilation, groups = pair(dilation, "dilation"), int_arg(groups, "groups")
+    if dilation == [1, 1] and groups == 1:
+        return act
+    return (*act, *((1.0, 0.0, 1.0) if len(act) == 3 else ()), dilation, groups)
 
 
 def autocast_inputs(*tensors: object) -> list:
@@ -155,17 +173,29 @@ def _check_log_scale(op: str, log_scale: torch.Tensor | None, ref: torch.Tensor,
         raise ValueError(f"{op}: log_scale is on {log_scale.device} but {ref_name} is on {ref.device}")
 
 
-def _check_conv_config(op: str, stride: Sequence[int], padding: Sequence[int]) -> None:
-    for name, v in (("stride", stride), ("padding", padding)):
+def _check_conv_config(
+    op: str, stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int, weight: torch.Tensor
+) -> None:
+    for name, v in (("stride", stride), ("padding", padding), ("dilation", dilation)):
         if len(v) != 2:
             raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {_list(v)}")
     if min(stride) < 1:
         raise ValueError(f"{op}: stride must be >= 1, got {_list(stride)}")
     if min(padding) < 0:
         raise ValueError(f"{op}: padding must be >= 0, got {_list(padding)}")
-    if max(*stride, *padding) > MAX_CONV_ARG:
+    if min(dilation) < 1:
+        raise ValueError(f"{op}: dilation must be >= 1, got {_list(dilation)}")
+    if groups < 1:
+        raise ValueError(f"{op}: groups must be >= 1, got {groups}")
+    if max(*stride, *padding, *dilation, groups) > MAX_CONV_ARG:
         raise ValueError(
-            f"{op}: stride and padding must be < 2^31, got stride {_list(stride)}, padding {_list(padding)}"
+            f"{op}: stride, padding, dilation and groups must be < 2^31, got stride {_list(stride)}, "
+            f"padding {_list(padding)}, dilation {_list(dilation)}, groups {groups}"
+        )
+    if weight.shape[0] % groups:  # groups splits both channel counts: weight [C_out, C_in / groups, kh, kw]
+        raise ValueError(
+            f"{op}: weight's C_out={weight.shape[0]} must be divisible by groups={groups} "
+            f"(weight shape {_tuple(weight.shape)})"
         )
 
 
@@ -184,26 +214,34 @@ def _check_conv_weight(op: str, weight: torch.Tensor, inp: torch.Tensor, inp_nam
         )
 
 
-def check_bi_conv2d(x: object, weight: object, bias: object, stride: Sequence[int], padding: Sequence[int]) -> list:
-    """Forward direction: x [N, C_in, H, W], weight [C_out, C_in, kh, kw], bias [C_out]. Returns [Ho, Wo]."""
+def check_bi_conv2d(
+    x: object,
+    weight: object,
+    bias: object,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int] = (1, 1),
+    groups: int = 1,
+) -> list:
+    """Forward direction: x [N, C_in, H, W], weight [C_out, C_in / groups, kh, kw], bias [C_out]. Returns [Ho, Wo]."""
     op = "bi_conv2d"
     check_tensor(op, x, "x")
     check_tensor(op, weight, "weight")
     check_tensor(op, bias, "bias", optional=True)
     _check_dim(op, x, "x", 4, "[N, C_in, H, W]")
     _check_conv_weight(op, weight, x, "x")
-    _check_conv_config(op, stride, padding)
-    if x.shape[1] != weight.shape[1]:
+    _check_conv_config(op, stride, padding, dilation, groups, weight)
+    if x.shape[1] != weight.shape[1] * groups:
         raise ValueError(
-            f"{op}: x has {x.shape[1]} channels but weight expects C_in={weight.shape[1]} "
-            f"(weight shape {_tuple(weight.shape)})"
+            f"{op}: x has {x.shape[1]} channels but weight expects C_in={weight.shape[1] * groups} "
+            f"(weight shape {_tuple(weight.shape)}, groups={groups})"
         )
     _check_bias(op, bias, x, "x", weight.shape[0], "C_out")
-    out = [conv_output_size(x.shape[2 + i], weight.shape[2 + i], stride[i], padding[i]) for i in range(2)]
+    out = [conv_output_size(x.shape[2 + i], weight.shape[2 + i], stride[i], padding[i], dilation[i]) for i in range(2)]
     if out[0] < 1 or out[1] < 1:
         raise ValueError(
             f"{op}: input {_tuple(x.shape[2:])} is too small for kernel {_tuple(weight.shape[2:])} with "
-            f"padding {_list(padding)} (output would be {_list(out)})"
+            f"padding {_list(padding)} and dilation {_list(dilation)} (output would be {_list(out)})"
         )
     _check_conv_out(op, out)
     return out
@@ -217,8 +255,11 @@ def check_bi_conv2d_reverse(
     stride: Sequence[int],
     padding: Sequence[int],
     output_padding: Sequence[int],
+    dilation: Sequence[int] = (1, 1),
+    groups: int = 1,
 ) -> list:
-    """Reverse direction: z [N, C_out, H, W] through weight [C_out, C_in, kh, kw], bias [C_in]. Returns [Ho, Wo]."""
+    """Reverse direction: z [N, C_out, H, W] through weight [C_out, C_in / groups, kh, kw], bias [C_in]. Returns
+    [Ho, Wo]."""
     op = "bi_conv2d_reverse"
     check_tensor(op, z, "z")
     check_tensor(op, weight, "weight")
@@ -226,22 +267,25 @@ def check_bi_conv2d_reverse(
     check_tensor(op, log_scale, "log_scale", optional=True)
     _check_dim(op, z, "z", 4, "[N, C_out, H, W]")
     _check_conv_weight(op, weight, z, "z")
-    _check_conv_config(op, stride, padding)
+    _check_conv_config(op, stride, padding, dilation, groups, weight)
     if len(output_padding) != 2:
         raise ValueError(f"{op}: output_padding must be an int or a pair of ints, got {_list(output_padding)}")
-    if not all(0 <= output_padding[i] < stride[i] for i in range(2)):
+    if not all(0 <= output_padding[i] < max(stride[i], dilation[i]) for i in range(2)):  # ATen's rule
         raise ValueError(
-            f"{op}: output_padding must be >= 0 and < stride, got {_list(output_padding)} with stride {_list(stride)}"
+            f"{op}: output_padding must be >= 0 and smaller than stride or dilation, got {_list(output_padding)} "
+            f"with stride {_list(stride)}, dilation {_list(dilation)}"
         )
     if z.shape[1] != weight.shape[0]:
         raise ValueError(
             f"{op}: z has {z.shape[1]} channels but the reverse direction takes weight's C_out={weight.shape[0]} "
             f"(weight shape {_tuple(weight.shape)})"
         )
-    _check_bias(op, bias, z, "z", weight.shape[1], "C_in")
+    _check_bias(op, bias, z, "z", weight.shape[1] * groups, "C_in")
     _check_log_scale(op, log_scale, z, "z")
     out = [
-        conv_transpose_output_size(z.shape[2 + i], weight.shape[2 + i], stride[i], padding[i], output_padding[i])
+        conv_transpose_output_size(
+            z.shape[2 + i], weight.shape[2 + i], stride[i], padding[i], output_padding[i], dilation[i]
+        )
         for i in range(2)
     ]
     if out[0] < 1 or out[1] < 1:
@@ -340,12 +384,18 @@ def fake_gnova_bwd(grad, u, alpha, beta, gamma):
     return _dense_like(u)
 
 
-def fake_bi_conv2d(x, weight, bias, stride, padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
-    return _conv_out(x, weight.shape[0], check_bi_conv2d(x, weight, bias, stride, padding))
+def fake_bi_conv2d(
+    x, weight, bias, stride, padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0, dilation=(1, 1),
+    groups=1,
+):  # fmt: skip
+    return _conv_out(x, weight.shape[0], check_bi_conv2d(x, weight, bias, stride, padding, dilation, groups))
 
 
-def fake_bi_conv2d_fwd(x, weight, bias, stride, padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
-    y = fake_bi_conv2d(x, weight, bias, stride, padding, alpha, beta, gamma)
+def fake_bi_conv2d_fwd(
+    x, weight, bias, stride, padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0, dilation=(1, 1),
+    groups=1,
+):  # fmt: skip
+    y = fake_bi_conv2d(x, weight, bias, stride, padding, alpha, beta, gamma, dilation=dilation, groups=groups)
     return y, torch.empty_like(y)
 
 
@@ -359,9 +409,10 @@ def _conv_grads(inp, weight, log_scale, channels, mask):
 
 
 def fake_bi_conv2d_bwd(
-    grad, x, weight, u, stride, padding, alpha, beta, gamma, output_mask, in_alpha=1.0, in_beta=0.0, in_gamma=1.0
-):
-    out = check_bi_conv2d(x, weight, None, stride, padding)
+    grad, x, weight, u, stride, padding, alpha, beta, gamma, output_mask, in_alpha=1.0, in_beta=0.0, in_gamma=1.0,
+    dilation=(1, 1), groups=1,
+):  # fmt: skip
+    out = check_bi_conv2d(x, weight, None, stride, padding, dilation, groups)
     _check_grad("bi_conv2d_bwd", grad, u, x, "x", [x.shape[0], weight.shape[0], *out], beta)
     return _conv_grads(x, weight, None, weight.shape[0], [*output_mask, False])[:3]
 
@@ -380,9 +431,11 @@ def fake_bi_conv2d_reverse(
     in_alpha=1.0,
     in_beta=0.0,
     in_gamma=1.0,
+    dilation=(1, 1),
+    groups=1,
 ):
-    out = check_bi_conv2d_reverse(z, weight, bias, log_scale, stride, padding, output_padding)
-    return _conv_out(z, weight.shape[1], out)
+    out = check_bi_conv2d_reverse(z, weight, bias, log_scale, stride, padding, output_padding, dilation, groups)
+    return _conv_out(z, weight.shape[1] * groups, out)
 
 
 def fake_bi_conv2d_reverse_fwd(
@@ -399,8 +452,11 @@ def fake_bi_conv2d_reverse_fwd(
     in_alpha=1.0,
     in_beta=0.0,
     in_gamma=1.0,
+    dilation=(1, 1),
+    groups=1,
 ):
-    y = fake_bi_conv2d_reverse(z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma)
+    args = (z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma)
+    y = fake_bi_conv2d_reverse(*args, dilation=dilation, groups=groups)
     return y, torch.empty_like(y)
 
 
@@ -420,10 +476,12 @@ def fake_bi_conv2d_reverse_bwd(
     in_alpha=1.0,
     in_beta=0.0,
     in_gamma=1.0,
+    dilation=(1, 1),
+    groups=1,
 ):
-    out = check_bi_conv2d_reverse(z, weight, None, log_scale, stride, padding, output_padding)
-    _check_grad("bi_conv2d_reverse_bwd", grad, u, z, "z", [z.shape[0], weight.shape[1], *out], beta)
-    return _conv_grads(z, weight, log_scale, weight.shape[1], output_mask)
+    out = check_bi_conv2d_reverse(z, weight, None, log_scale, stride, padding, output_padding, dilation, groups)
+    _check_grad("bi_conv2d_reverse_bwd", grad, u, z, "z", [z.shape[0], weight.shape[1] * groups, *out], beta)
+    return _conv_grads(z, weight, log_scale, weight.shape[1] * groups, output_mask)
 
 
 def fake_bi_linear(x, weight, bias, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):

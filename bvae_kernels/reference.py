@@ -35,9 +35,11 @@ def bi_conv2d(
     padding: int | tuple[int, int] = 0,
     activation: ActivationLike = "gnova",
     input_activation: ActivationLike = None,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
 ) -> torch.Tensor:
     """Forward direction: a(conv2d(a_in(x), W) + b_f)."""
-    return _act(activation)(F.conv2d(_input(x, input_activation), weight, bias, stride, padding))
+    return _act(activation)(F.conv2d(_input(x, input_activation), weight, bias, stride, padding, dilation, groups))
 
 
 def _scaled(pre: torch.Tensor, log_scale: torch.Tensor | None) -> torch.Tensor:
@@ -54,13 +56,16 @@ def bi_conv2d_reverse(
     activation: ActivationLike = "gnova",
     log_scale: torch.Tensor | None = None,
     input_activation: ActivationLike = None,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
 ) -> torch.Tensor:
     """Reverse direction through the same W: a(e^s conv_transpose2d(a_in(z), W) + b_r) (e^s only with a log_scale
     s)."""
     z = _input(z, input_activation)
+    geometry = (stride, padding, output_padding, groups, dilation)  # F.conv_transpose2d's order
     if log_scale is None:
-        return _act(activation)(F.conv_transpose2d(z, weight, bias, stride, padding, output_padding))
-    pre = _scaled(F.conv_transpose2d(z, weight, None, stride, padding, output_padding), log_scale)
+        return _act(activation)(F.conv_transpose2d(z, weight, bias, *geometry))
+    pre = _scaled(F.conv_transpose2d(z, weight, None, *geometry), log_scale)
     return _act(activation)(pre + bias[:, None, None] if bias is not None else pre)
 
 

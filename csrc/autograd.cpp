@@ -41,18 +41,20 @@ enum class Impl { kCompiled, kTriton };
 
 using GnovaSig = Tensor(const Tensor&, double, double, double);
 using GnovaBwdSig = Tensor(const Tensor&, const Tensor&, double, double, double);
+// conv ops end in (dilation, groups)
 using ConvSig = Tensor(const Tensor&, const Tensor&, const OptTensor&, IntArrayRef, IntArrayRef, double, double,
-                       double, double, double, double);
+                       double, double, double, double, IntArrayRef, int64_t);
 using ConvFwdSig = Tensor2(const Tensor&, const Tensor&, const OptTensor&, IntArrayRef, IntArrayRef, double, double,
-                           double, double, double, double);
+                           double, double, double, double, IntArrayRef, int64_t);
 using ConvBwdSig = Tensor3(const Tensor&, const Tensor&, const Tensor&, const OptTensor&, IntArrayRef, IntArrayRef,
-                           double, double, double, Mask3, double, double, double);
+                           double, double, double, Mask3, double, double, double, IntArrayRef, int64_t);
 using RevSig = Tensor(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, IntArrayRef, IntArrayRef,
-                      IntArrayRef, double, double, double, double, double, double);
+                      IntArrayRef, double, double, double, double, double, double, IntArrayRef, int64_t);
 using RevFwdSig = Tensor2(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, IntArrayRef, IntArrayRef,
-                          IntArrayRef, double, double, double, double, double, double);
+                          IntArrayRef, double, double, double, double, double, double, IntArrayRef, int64_t);
 using RevBwdSig = Tensor4(const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
-                          IntArrayRef, IntArrayRef, IntArrayRef, double, double, double, Mask4, double, double, double);
+                          IntArrayRef, IntArrayRef, IntArrayRef, double, double, double, Mask4, double, double, double,
+                          IntArrayRef, int64_t);
 using LinSig = Tensor(const Tensor&, const Tensor&, const OptTensor&, double, double, double, double, double,
                       double);
 using LinFwdSig = Tensor2(const Tensor&, const Tensor&, const OptTensor&, double, double, double, double, double,
@@ -167,7 +169,7 @@ ActParams act_of(const c10::IValue& saved) {
 Tensor4 conv_backward_composite(const Tensor& grad, const Tensor& input, const Tensor& weight, const OptTensor& u,
                                 const OptTensor& log_scale, IntArrayRef stride, IntArrayRef padding,
                                 IntArrayRef output_padding, bool transposed, ActParams act, Mask4 mask,
-                                ActParams in_act) {
+                                ActParams in_act, IntArrayRef dilation, int64_t groups) {
   const bool scale_grad = mask[3] && defined(log_scale);
   Tensor du = grad * slope(u, act, grad);
   Tensor db = mask[2] ? du.sum({0, 2, 3}) : Tensor();
@@ -177,7 +179,7 @@ Tensor4 conv_backward_composite(const Tensor& grad, const Tensor& input, const T
   Tensor dinput, dweight, dscale;
   if (need_input || mask[1]) {
     std::tie(dinput, dweight, std::ignore) = at::convolution_backward(
-        du, eff, weight, std::nullopt, stride, padding, {1, 1}, transposed, output_padding, 1,
+        du, eff, weight, std::nullopt, stride, padding, dilation, transposed, output_padding, groups,
         {need_input, mask[1], false});
   }
   if (need_input) dinput = dinput.contiguous(memory_format_of(input));
@@ -207,8 +209,8 @@ Tensor4 linear_backward_composite(const Tensor& grad, const Tensor& inp, const T
 
 // The pre-activations, recomputed as differentiable ATen ops of the saved inputs (create_graph only).
 Tensor conv_pre(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride, IntArrayRef padding,
-                ActParams in_act) {
-  return at::convolution(act_aten(x, in_act), w, b, stride, padding, {1, 1}, false, {0, 0}, 1);
+                ActParams in_act, IntArrayRef dilation, int64_t groups) {
+  return at::convolution(act_aten(x, in_act), w, b, stride, padding, dilation, false, {0, 0}, groups);
 }
 
 Tensor reverse_scaled(Tensor pre, const OptTensor& b, const OptTensor& log_scale, int64_t channel_dim) {
@@ -220,24 +222,26 @@ Tensor reverse_scaled(Tensor pre, const OptTensor& b, const OptTensor& log_scale
 }
 
 Tensor conv_reverse_pre(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& log_scale,
-                        IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, ActParams in_act) {
-  auto pre = at::convolution(act_aten(z, in_act), w, std::nullopt, stride, padding, {1, 1}, true, output_padding, 1);
+                        IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, ActParams in_act,
+                        IntArrayRef dilation, int64_t groups) {
+  auto pre = at::convolution(act_aten(z, in_act), w, std::nullopt, stride, padding, dilation, true, output_padding,
+                             groups);
   return reverse_scaled(pre, b, log_scale, 1);
 }
 
 // The forward ops as composites of differentiable ATen ops (see needs_composite): (y, u), u the pre-activation.
 Tensor2 conv_composite(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride, IntArrayRef padding,
-                       ActParams act, ActParams in_act) {
-  check_bi_conv2d(x, w, b, stride, padding);
-  auto u = conv_pre(x, w, b, stride, padding, in_act);
+                       ActParams act, ActParams in_act, IntArrayRef dilation, int64_t groups) {
+  check_bi_conv2d(x, w, b, stride, padding, dilation, groups);
+  auto u = conv_pre(x, w, b, stride, padding, in_act, dilation, groups);
   return {act_aten(u, act), u};
 }
 
 Tensor2 conv_reverse_composite(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
                                IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, ActParams act,
-                               ActParams in_act) {
-  check_bi_conv2d_reverse(z, w, b, s, stride, padding, output_padding);
-  auto u = conv_reverse_pre(z, w, b, s, stride, padding, output_padding, in_act);
+                               ActParams in_act, IntArrayRef dilation, int64_t groups) {
+  check_bi_conv2d_reverse(z, w, b, s, stride, padding, output_padding, dilation, groups);
+  auto u = conv_reverse_pre(z, w, b, s, stride, padding, output_padding, in_act, dilation, groups);
   return {act_aten(u, act), u};
 }
 
@@ -308,114 +312,20 @@ struct BiConv2dFn : public Function<BiConv2dFn<kWithU>> {
   using Out = std::conditional_t<kWithU, variable_list, Tensor>;
   static Out forward(AutogradContext* ctx, Impl impl, const Tensor& x, const Tensor& w, const OptTensor& b,
                      IntArrayRef stride, IntArrayRef padding, double alpha, double beta, double gamma, double ia,
-                     double ib, double ig) {
+                     double ib, double ig, IntArrayRef dilation, int64_t groups) {
     at::AutoDispatchBelowADInplaceOrView guard;
     const ActParams act{alpha, beta, gamma};
     Tensor y, u;
     if (act.constant_slope() && !kWithU) {
-      y = ops(impl).bi_conv2d.call(x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig);
+      y = ops(impl).bi_conv2d.call(x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig, dilation, groups);
     } else {
-      std::tie(y, u) = ops(impl).bi_conv2d_fwd.call(x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig);
+      std::tie(y, u) =
+          ops(impl).bi_conv2d_fwd.call(x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig, dilation, groups);
     }
     ctx->set_materialize_grads(false);
     ctx->save_for_backward({x, w, b.value_or(Tensor()), act.constant_slope() ? Tensor() : u});
-    ctx->saved_data["ints"] = std::vector<int64_t>{stride[0], stride[1], padding[0], padding[1]};
-    ctx->saved_data["act"] = std::vector<double>{alpha, beta, gamma};
-    ctx->saved_data["in_act"] = std::vector<double>{ia, ib, ig};
-    ctx->saved_data["impl"] = static_cast<int64_t>(impl);
-    if constexpr (kWithU) {
-      ctx->mark_non_differentiable({u});
-      return {y, u};
-    } else {
-      return y;
-    }
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list out(12);  // one per forward argument, the family first
-    if (!grads[0].defined()) return out;
-    const auto impl = static_cast<Impl>(ctx->saved_data["impl"].toInt());
-    const auto saved = ctx->get_saved_variables();
-    const Tensor &x = saved[0], &w = saved[1], &b = saved[2];
-    const auto ints = ctx->saved_data["ints"].toIntVector();
-    const auto a = ctx->saved_data["act"].toDoubleVector();
-    const ActParams in = act_of(ctx->saved_data["in_act"]);
-    const IntArrayRef stride(ints.data(), 2), padding(ints.data() + 2, 2);
-    const EdgeIndex edges{true, true, b.defined()};
-    const Mask3 mask{edges.needs(ctx, 0), edges.needs(ctx, 1), edges.needs(ctx, 2)};
-    OptTensor u = opt(saved[3]);
-    if (at::GradMode::is_enabled() && u.has_value()) u = conv_pre(x, w, opt(b), stride, padding, in);
-    std::tie(out[1], out[2], out[3]) = ops(impl).bi_conv2d_bwd.call(grads[0], x, w, u, stride, padding, a[0], a[1],
-                                                                    a[2], mask, in.alpha, in.beta, in.gamma);
-    return out;
-  }
-};
-
-template <Impl I>
-Tensor bi_conv2d_autograd(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
-                          IntArrayRef padding, double alpha, double beta, double gamma, double ia, double ib,
-                          double ig) {
-  if (needs_composite(x, w, b)) {
-    return std::get<0>(conv_composite(x, w, b, stride, padding, {alpha, beta, gamma}, {ia, ib, ig}));
-  }
-  if (!any_requires_grad(x, w, b)) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return ops(I).bi_conv2d.call(x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig);
-  }
-  return BiConv2dFn<false>::apply(I, x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig);
-}
-
-template <Impl I>
-Tensor2 bi_conv2d_fwd_autograd(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
-                               IntArrayRef padding, double alpha, double beta, double gamma, double ia, double ib,
-                               double ig) {
-  if (needs_composite(x, w, b)) return conv_composite(x, w, b, stride, padding, {alpha, beta, gamma}, {ia, ib, ig});
-  if (!any_requires_grad(x, w, b)) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return ops(I).bi_conv2d_fwd.call(x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig);
-  }
-  auto out = BiConv2dFn<true>::apply(I, x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig);
-  return {out[0], out[1]};
-}
-
-template <Impl I>
-Tensor3 bi_conv2d_bwd_autograd(const Tensor& grad, const Tensor& x, const Tensor& w, const OptTensor& u,
-                               IntArrayRef stride, IntArrayRef padding, double alpha, double beta, double gamma,
-                               Mask3 mask, double ia, double ib, double ig) {
-  if (!needs_composite(grad, x, w, u) && !any_requires_grad(grad, x, w, u)) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return ops(I).bi_conv2d_bwd.call(grad, x, w, u, stride, padding, alpha, beta, gamma, mask, ia, ib, ig);
-  }
-  const ActParams act{alpha, beta, gamma};
-  const auto out = check_bi_conv2d(x, w, std::nullopt, stride, padding);
-  check_grad("bi_conv2d_bwd", grad, u, x, "x", {x.size(0), w.size(0), out[0], out[1]}, act);
-  auto [dx, dw, db, ds] = conv_backward_composite(grad, x, w, u, std::nullopt, stride, padding, {0, 0}, false, act,
-                                                  {mask[0], mask[1], mask[2], false}, {ia, ib, ig});
-  return {dx, dw, db};
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// bi_conv2d_reverse (reverse direction, optional reverse scale)
-// ---------------------------------------------------------------------------------------------------------
-template <bool kWithU>
-struct BiConv2dReverseFn : public Function<BiConv2dReverseFn<kWithU>> {
-  using Out = std::conditional_t<kWithU, variable_list, Tensor>;
-  static Out forward(AutogradContext* ctx, Impl impl, const Tensor& z, const Tensor& w, const OptTensor& b,
-                     const OptTensor& s, IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding,
-                     double alpha, double beta, double gamma, double ia, double ib, double ig) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    const ActParams act{alpha, beta, gamma};
-    Tensor y, u;
-    if (act.constant_slope() && !kWithU) {
-      y = ops(impl).bi_conv2d_reverse.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma, ia, ib,
-                                           ig);
-    } else {
-      std::tie(y, u) = ops(impl).bi_conv2d_reverse_fwd.call(z, w, b, s, stride, padding, output_padding, alpha, beta,
-                                                            gamma, ia, ib, ig);
-    }
-    ctx->set_materialize_grads(false);
-    ctx->save_for_backward({z, w, b.value_or(Tensor()), s.value_or(Tensor()), act.constant_slope() ? Tensor() : u});
-    ctx->saved_data["ints"] = std::vector<int64_t>{stride[0],  stride[1],         padding[0],
-                                                   padding[1], output_padding[0], output_padding[1]};
+    ctx->saved_data["ints"] =
+        std::vector<int64_t>{stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], groups};
     ctx->saved_data["act"] = std::vector<double>{alpha, beta, gamma};
     ctx->saved_data["in_act"] = std::vector<double>{ia, ib, ig};
     ctx->saved_data["impl"] = static_cast<int64_t>(impl);
@@ -431,20 +341,127 @@ struct BiConv2dReverseFn : public Function<BiConv2dReverseFn<kWithU>> {
     if (!grads[0].defined()) return out;
     const auto impl = static_cast<Impl>(ctx->saved_data["impl"].toInt());
     const auto saved = ctx->get_saved_variables();
+    const Tensor &x = saved[0], &w = saved[1], &b = saved[2];
+    const auto ints = ctx->saved_data["ints"].toIntVector();
+    const auto a = ctx->saved_data["act"].toDoubleVector();
+    const ActParams in = act_of(ctx->saved_data["in_act"]);
+    const IntArrayRef stride(ints.data(), 2), padding(ints.data() + 2, 2), dilation(ints.data() + 4, 2);
+    const int64_t groups = ints[6];
+    const EdgeIndex edges{true, true, b.defined()};
+    const Mask3 mask{edges.needs(ctx, 0), edges.needs(ctx, 1), edges.needs(ctx, 2)};
+    OptTensor u = opt(saved[3]);
+    if (at::GradMode::is_enabled() && u.has_value()) u = conv_pre(x, w, opt(b), stride, padding, in, dilation, groups);
+    std::tie(out[1], out[2], out[3]) =
+        ops(impl).bi_conv2d_bwd.call(grads[0], x, w, u, stride, padding, a[0], a[1], a[2], mask, in.alpha, in.beta,
+                                     in.gamma, dilation, groups);
+    return out;
+  }
+};
+
+template <Impl I>
+Tensor bi_conv2d_autograd(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
+                          IntArrayRef padding, double alpha, double beta, double gamma, double ia, double ib,
+                          double ig, IntArrayRef dilation, int64_t groups) {
+  if (needs_composite(x, w, b)) {
+    return std::get<0>(
+        conv_composite(x, w, b, stride, padding, {alpha, beta, gamma}, {ia, ib, ig}, dilation, groups));
+  }
+  if (!any_requires_grad(x, w, b)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return ops(I).bi_conv2d.call(x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig, dilation, groups);
+  }
+  return BiConv2dFn<false>::apply(I, x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig, dilation, groups);
+}
+
+template <Impl I>
+Tensor2 bi_conv2d_fwd_autograd(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
+                               IntArrayRef padding, double alpha, double beta, double gamma, double ia, double ib,
+                               double ig, IntArrayRef dilation, int64_t groups) {
+  if (needs_composite(x, w, b)) {
+    return conv_composite(x, w, b, stride, padding, {alpha, beta, gamma}, {ia, ib, ig}, dilation, groups);
+  }
+  if (!any_requires_grad(x, w, b)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return ops(I).bi_conv2d_fwd.call(x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig, dilation, groups);
+  }
+  auto out = BiConv2dFn<true>::apply(I, x, w, b, stride, padding, alpha, beta, gamma, ia, ib, ig, dilation, groups);
+  return {out[0], out[1]};
+}
+
+template <Impl I>
+Tensor3 bi_conv2d_bwd_autograd(const Tensor& grad, const Tensor& x, const Tensor& w, const OptTensor& u,
+                               IntArrayRef stride, IntArrayRef padding, double alpha, double beta, double gamma,
+                               Mask3 mask, double ia, double ib, double ig, IntArrayRef dilation, int64_t groups) {
+  if (!needs_composite(grad, x, w, u) && !any_requires_grad(grad, x, w, u)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return ops(I).bi_conv2d_bwd.call(grad, x, w, u, stride, padding, alpha, beta, gamma, mask, ia, ib, ig, dilation,
+                                     groups);
+  }
+  const ActParams act{alpha, beta, gamma};
+  const auto out = check_bi_conv2d(x, w, std::nullopt, stride, padding, dilation, groups);
+  check_grad("bi_conv2d_bwd", grad, u, x, "x", {x.size(0), w.size(0), out[0], out[1]}, act);
+  auto [dx, dw, db, ds] =
+      conv_backward_composite(grad, x, w, u, std::nullopt, stride, padding, {0, 0}, false, act,
+                              {mask[0], mask[1], mask[2], false}, {ia, ib, ig}, dilation, groups);
+  return {dx, dw, db};
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// bi_conv2d_reverse (reverse direction, optional reverse scale)
+// ---------------------------------------------------------------------------------------------------------
+template <bool kWithU>
+struct BiConv2dReverseFn : public Function<BiConv2dReverseFn<kWithU>> {
+  using Out = std::conditional_t<kWithU, variable_list, Tensor>;
+  static Out forward(AutogradContext* ctx, Impl impl, const Tensor& z, const Tensor& w, const OptTensor& b,
+                     const OptTensor& s, IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding,
+                     double alpha, double beta, double gamma, double ia, double ib, double ig, IntArrayRef dilation,
+                     int64_t groups) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    const ActParams act{alpha, beta, gamma};
+    Tensor y, u;
+    if (act.constant_slope() && !kWithU) {
+      y = ops(impl).bi_conv2d_reverse.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma, ia, ib,
+                                           ig, dilation, groups);
+    } else {
+      std::tie(y, u) = ops(impl).bi_conv2d_reverse_fwd.call(z, w, b, s, stride, padding, output_padding, alpha, beta,
+                                                            gamma, ia, ib, ig, dilation, groups);
+    }
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward({z, w, b.value_or(Tensor()), s.value_or(Tensor()), act.constant_slope() ? Tensor() : u});
+    ctx->saved_data["ints"] = std::vector<int64_t>{stride[0],         stride[1],         padding[0],  padding[1],
+                                                   output_padding[0], output_padding[1], dilation[0], dilation[1],
+                                                   groups};
+    ctx->saved_data["act"] = std::vector<double>{alpha, beta, gamma};
+    ctx->saved_data["in_act"] = std::vector<double>{ia, ib, ig};
+    ctx->saved_data["impl"] = static_cast<int64_t>(impl);
+    if constexpr (kWithU) {
+      ctx->mark_non_differentiable({u});
+      return {y, u};
+    } else {
+      return y;
+    }
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list out(16);  // one per forward argument, the family first
+    if (!grads[0].defined()) return out;
+    const auto impl = static_cast<Impl>(ctx->saved_data["impl"].toInt());
+    const auto saved = ctx->get_saved_variables();
     const Tensor &z = saved[0], &w = saved[1], &b = saved[2], &s = saved[3];
     const auto ints = ctx->saved_data["ints"].toIntVector();
     const auto a = ctx->saved_data["act"].toDoubleVector();
     const ActParams in = act_of(ctx->saved_data["in_act"]);
-    const IntArrayRef stride(ints.data(), 2), padding(ints.data() + 2, 2), output_padding(ints.data() + 4, 2);
+    const IntArrayRef stride(ints.data(), 2), padding(ints.data() + 2, 2), output_padding(ints.data() + 4, 2),
+        dilation(ints.data() + 6, 2);
+    const int64_t groups = ints[8];
     const EdgeIndex edges{true, true, b.defined(), s.defined()};
     const Mask4 mask{edges.needs(ctx, 0), edges.needs(ctx, 1), edges.needs(ctx, 2), edges.needs(ctx, 3)};
     OptTensor u = opt(saved[4]);
     if (at::GradMode::is_enabled() && u.has_value()) {
-      u = conv_reverse_pre(z, w, opt(b), opt(s), stride, padding, output_padding, in);
+      u = conv_reverse_pre(z, w, opt(b), opt(s), stride, padding, output_padding, in, dilation, groups);
     }
     std::tie(out[1], out[2], out[3], out[4]) = ops(impl).bi_conv2d_reverse_bwd.call(
         grads[0], z, w, u, opt(s), stride, padding, output_padding, a[0], a[1], a[2], mask, in.alpha, in.beta,
-        in.gamma);
+        in.gamma, dilation, groups);
     return out;
   }
 };
@@ -452,34 +469,37 @@ struct BiConv2dReverseFn : public Function<BiConv2dReverseFn<kWithU>> {
 template <Impl I>
 Tensor bi_conv2d_reverse_autograd(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
                                   IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, double alpha,
-                                  double beta, double gamma, double ia, double ib, double ig) {
+                                  double beta, double gamma, double ia, double ib, double ig, IntArrayRef dilation,
+                                  int64_t groups) {
   if (needs_composite(z, w, b, s)) {
     return std::get<0>(conv_reverse_composite(z, w, b, s, stride, padding, output_padding, {alpha, beta, gamma},
-                                              {ia, ib, ig}));
+                                              {ia, ib, ig}, dilation, groups));
   }
   if (!any_requires_grad(z, w, b, s)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return ops(I).bi_conv2d_reverse.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma, ia, ib,
-                                         ig);
+                                         ig, dilation, groups);
   }
   return BiConv2dReverseFn<false>::apply(I, z, w, b, s, stride, padding, output_padding, alpha, beta, gamma, ia, ib,
-                                         ig);
+                                         ig, dilation, groups);
 }
 
 template <Impl I>
 Tensor2 bi_conv2d_reverse_fwd_autograd(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
                                        IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding,
-                                       double alpha, double beta, double gamma, double ia, double ib, double ig) {
+                                       double alpha, double beta, double gamma, double ia, double ib, double ig,
+                                       IntArrayRef dilation, int64_t groups) {
   if (needs_composite(z, w, b, s)) {
-    return conv_reverse_composite(z, w, b, s, stride, padding, output_padding, {alpha, beta, gamma}, {ia, ib, ig});
+    return conv_reverse_composite(z, w, b, s, stride, padding, output_padding, {alpha, beta, gamma}, {ia, ib, ig},
+                                  dilation, groups);
   }
   if (!any_requires_grad(z, w, b, s)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return ops(I).bi_conv2d_reverse_fwd.call(z, w, b, s, stride, padding, output_padding, alpha, beta, gamma, ia,
-                                             ib, ig);
+                                             ib, ig, dilation, groups);
   }
   auto out = BiConv2dReverseFn<true>::apply(I, z, w, b, s, stride, padding, output_padding, alpha, beta, gamma, ia,
-                                            ib, ig);
+                                            ib, ig, dilation, groups);
   return {out[0], out[1]};
 }
 
@@ -487,16 +507,18 @@ template <Impl I>
 Tensor4 bi_conv2d_reverse_bwd_autograd(const Tensor& grad, const Tensor& z, const Tensor& w, const OptTensor& u,
                                        const OptTensor& s, IntArrayRef stride, IntArrayRef padding,
                                        IntArrayRef output_padding, double alpha, double beta, double gamma,
-                                       Mask4 mask, double ia, double ib, double ig) {
+                                       Mask4 mask, double ia, double ib, double ig, IntArrayRef dilation,
+                                       int64_t groups) {
   if (!needs_composite(grad, z, w, u, s) && !any_requires_grad(grad, z, w, u, s)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return ops(I).bi_conv2d_reverse_bwd.call(grad, z, w, u, s, stride, padding, output_padding, alpha, beta, gamma,
-                                             mask, ia, ib, ig);
+                                             mask, ia, ib, ig, dilation, groups);
   }
   const ActParams act{alpha, beta, gamma};
-  const auto out = check_bi_conv2d_reverse(z, w, std::nullopt, s, stride, padding, output_padding);
-  check_grad("bi_conv2d_reverse_bwd", grad, u, z, "z", {z.size(0), w.size(1), out[0], out[1]}, act);
-  return conv_backward_composite(grad, z, w, u, s, stride, padding, output_padding, true, act, mask, {ia, ib, ig});
+  const auto out = check_bi_conv2d_reverse(z, w, std::nullopt, s, stride, padding, output_padding, dilation, groups);
+  check_grad("bi_conv2d_reverse_bwd", grad, u, z, "z", {z.size(0), w.size(1) * groups, out[0], out[1]}, act);
+  return conv_backward_composite(grad, z, w, u, s, stride, padding, output_padding, true, act, mask, {ia, ib, ig},
+                                 dilation, groups);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -685,28 +707,33 @@ struct Autocast {
 template <Impl I, c10::DeviceType D>
 struct AutocastOps {
   static Tensor bi_conv2d(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
-                          IntArrayRef padding, double a, double be, double g, double ia, double ib, double ig) {
+                          IntArrayRef padding, double a, double be, double g, double ia, double ib, double ig,
+                          IntArrayRef dilation, int64_t groups) {
     Autocast<D> cast;
-    return ops(I).bi_conv2d.call(cast(x), cast(w), cast(b), stride, padding, a, be, g, ia, ib, ig);
+    return ops(I).bi_conv2d.call(cast(x), cast(w), cast(b), stride, padding, a, be, g, ia, ib, ig, dilation, groups);
   }
   static Tensor2 bi_conv2d_fwd(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
-                               IntArrayRef padding, double a, double be, double g, double ia, double ib, double ig) {
+                               IntArrayRef padding, double a, double be, double g, double ia, double ib, double ig,
+                               IntArrayRef dilation, int64_t groups) {
     Autocast<D> cast;
-    return ops(I).bi_conv2d_fwd.call(cast(x), cast(w), cast(b), stride, padding, a, be, g, ia, ib, ig);
+    return ops(I).bi_conv2d_fwd.call(cast(x), cast(w), cast(b), stride, padding, a, be, g, ia, ib, ig, dilation,
+                                     groups);
   }
   static Tensor bi_conv2d_reverse(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
                                   IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, double a,
-                                  double be, double g, double ia, double ib, double ig) {
+                                  double be, double g, double ia, double ib, double ig, IntArrayRef dilation,
+                                  int64_t groups) {
     Autocast<D> cast;
     return ops(I).bi_conv2d_reverse.call(cast(z), cast(w), cast(b), s, stride, padding, output_padding, a, be, g, ia,
-                                         ib, ig);
+                                         ib, ig, dilation, groups);
   }
   static Tensor2 bi_conv2d_reverse_fwd(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
                                        IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, double a,
-                                       double be, double g, double ia, double ib, double ig) {
+                                       double be, double g, double ia, double ib, double ig, IntArrayRef dilation,
+                                       int64_t groups) {
     Autocast<D> cast;
     return ops(I).bi_conv2d_reverse_fwd.call(cast(z), cast(w), cast(b), s, stride, padding, output_padding, a, be,
-                                             g, ia, ib, ig);
+                                             g, ia, ib, ig, dilation, groups);
   }
   static Tensor bi_linear(const Tensor& x, const Tensor& w, const OptTensor& b, double a, double be, double g,
                           double ia, double ib, double ig) {

@@ -15,6 +15,7 @@
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
 #include <sstream>
 #include <string>
@@ -126,26 +127,38 @@ inline void check_pair(const char* op, IntArrayRef v, const char* name) {
   TORCH_CHECK_VALUE(v.size() == 2, op, ": ", name, " must be an int or a pair of ints, got ", list_str(v));
 }
 
-inline int64_t conv_out(int64_t size, int64_t kernel, int64_t stride, int64_t padding) {
-  return (size + 2 * padding - kernel) / stride + 1;
+// Output sides as ATen computes them; a dilated kernel spans dilation * (kernel - 1) + 1 pixels.
+inline int64_t conv_out(int64_t size, int64_t kernel, int64_t stride, int64_t padding, int64_t dilation) {
+  return (size + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1;
 }
 
 inline int64_t conv_transpose_out(int64_t size, int64_t kernel, int64_t stride, int64_t padding,
-                                  int64_t output_padding) {
-  return (size - 1) * stride - 2 * padding + kernel + output_padding;
+                                  int64_t output_padding, int64_t dilation) {
+  return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + 1 + output_padding;
 }
 
 // Sizes the convolution libraries (oneDNN, cuDNN) and the Triton kernels take as 32-bit ints.
 constexpr int64_t kMaxConvArg = (int64_t(1) << 31) - 1;
 
-inline void check_conv_config(const char* op, IntArrayRef stride, IntArrayRef padding) {
+inline void check_conv_config(const char* op, IntArrayRef stride, IntArrayRef padding, IntArrayRef dilation,
+                              int64_t groups) {
   check_pair(op, stride, "stride");
   check_pair(op, padding, "padding");
+  check_pair(op, dilation, "dilation");
   TORCH_CHECK_VALUE(stride[0] >= 1 && stride[1] >= 1, op, ": stride must be >= 1, got ", list_str(stride));
   TORCH_CHECK_VALUE(padding[0] >= 0 && padding[1] >= 0, op, ": padding must be >= 0, got ", list_str(padding));
-  TORCH_CHECK_VALUE(std::max(stride[0], stride[1]) <= kMaxConvArg && std::max(padding[0], padding[1]) <= kMaxConvArg,
-                    op, ": stride and padding must be < 2^31, got stride ", list_str(stride), ", padding ",
-                    list_str(padding));
+  TORCH_CHECK_VALUE(dilation[0] >= 1 && dilation[1] >= 1, op, ": dilation must be >= 1, got ", list_str(dilation));
+  TORCH_CHECK_VALUE(groups >= 1, op, ": groups must be >= 1, got ", groups);
+  TORCH_CHECK_VALUE(std::max({stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], groups}) <=
+                        kMaxConvArg,
+                    op, ": stride, padding, dilation and groups must be < 2^31, got stride ", list_str(stride),
+                    ", padding ", list_str(padding), ", dilation ", list_str(dilation), ", groups ", groups);
+}
+
+// groups splits both channel counts: weight [C_out, C_in / groups, kh, kw], C_out a multiple of groups.
+inline void check_conv_groups(const char* op, const Tensor& weight, int64_t groups) {
+  TORCH_CHECK_VALUE(weight.size(0) % groups == 0, op, ": weight's C_out=", weight.size(0),
+                    " must be divisible by groups=", groups, " (weight shape ", tuple_str(weight.sizes()), ")");
 }
 
 // The op contract for degenerate shapes: a layer's weight has no zero dimension (a layer without weights is
@@ -165,20 +178,24 @@ inline void check_conv_out(const char* op, const std::array<int64_t, 2>& out) {
 
 // Forward direction: x [N, C_in, H, W], weight [C_out, C_in, kh, kw], bias [C_out]. Returns the output (H, W).
 inline std::array<int64_t, 2> check_bi_conv2d(const Tensor& x, const Tensor& weight, const OptTensor& bias,
-                                              IntArrayRef stride, IntArrayRef padding) {
+                                              IntArrayRef stride, IntArrayRef padding, IntArrayRef dilation,
+                                              int64_t groups) {
   constexpr const char* op = "bi_conv2d";
   check_float(op, x, "x");
   check_dim(op, x, "x", 4, "[N, C_in, H, W]");
   check_conv_weight(op, weight, x, "x");
-  check_conv_config(op, stride, padding);
-  TORCH_CHECK_VALUE(x.size(1) == weight.size(1), op, ": x has ", x.size(1), " channels but weight expects C_in=",
-                    weight.size(1), " (weight shape ", tuple_str(weight.sizes()), ")");
+  check_conv_config(op, stride, padding, dilation, groups);
+  check_conv_groups(op, weight, groups);
+  TORCH_CHECK_VALUE(x.size(1) == weight.size(1) * groups, op, ": x has ", x.size(1),
+                    " channels but weight expects C_in=", weight.size(1) * groups, " (weight shape ",
+                    tuple_str(weight.sizes()), ", groups=", groups, ")");
   check_bias(op, bias, x, "x", weight.size(0), "C_out");
-  const std::array<int64_t, 2> out{conv_out(x.size(2), weight.size(2), stride[0], padding[0]),
-                                   conv_out(x.size(3), weight.size(3), stride[1], padding[1])};
+  const std::array<int64_t, 2> out{conv_out(x.size(2), weight.size(2), stride[0], padding[0], dilation[0]),
+                                   conv_out(x.size(3), weight.size(3), stride[1], padding[1], dilation[1])};
   TORCH_CHECK_VALUE(out[0] >= 1 && out[1] >= 1, op, ": input ", tuple_str(x.sizes().slice(2)),
                     " is too small for kernel ", tuple_str(weight.sizes().slice(2)), " with padding ",
-                    list_str(padding), " (output would be ", list_str(out), ")");
+                    list_str(padding), " and dilation ", list_str(dilation), " (output would be ", list_str(out),
+                    ")");
   check_conv_out(op, out);
   return out;
 }
@@ -186,26 +203,28 @@ inline std::array<int64_t, 2> check_bi_conv2d(const Tensor& x, const Tensor& wei
 // Reverse direction: z [N, C_out, H, W] through the same weight [C_out, C_in, kh, kw], bias [C_in].
 inline std::array<int64_t, 2> check_bi_conv2d_reverse(const Tensor& z, const Tensor& weight, const OptTensor& bias,
                                                       const OptTensor& log_scale, IntArrayRef stride,
-                                                      IntArrayRef padding, IntArrayRef output_padding) {
+                                                      IntArrayRef padding, IntArrayRef output_padding,
+                                                      IntArrayRef dilation, int64_t groups) {
   constexpr const char* op = "bi_conv2d_reverse";
   check_float(op, z, "z");
   check_dim(op, z, "z", 4, "[N, C_out, H, W]");
   check_conv_weight(op, weight, z, "z");
-  check_conv_config(op, stride, padding);
+  check_conv_config(op, stride, padding, dilation, groups);
+  check_conv_groups(op, weight, groups);
   check_pair(op, output_padding, "output_padding");
-  for (int i = 0; i < 2; ++i) {
-    TORCH_CHECK_VALUE(output_padding[i] >= 0 && output_padding[i] < stride[i], op,
-                      ": output_padding must be >= 0 and < stride, got ", list_str(output_padding), " with stride ",
-                      list_str(stride));
+  for (int i = 0; i < 2; ++i) {  // ATen's rule: smaller than the stride or the dilation
+    TORCH_CHECK_VALUE(output_padding[i] >= 0 && (output_padding[i] < stride[i] || output_padding[i] < dilation[i]),
+                      op, ": output_padding must be >= 0 and smaller than stride or dilation, got ",
+                      list_str(output_padding), " with stride ", list_str(stride), ", dilation ", list_str(dilation));
   }
   TORCH_CHECK_VALUE(z.size(1) == weight.size(0), op, ": z has ", z.size(1),
                     " channels but the reverse direction takes weight's C_out=", weight.size(0), " (weight shape ",
                     tuple_str(weight.sizes()), ")");
-  check_bias(op, bias, z, "z", weight.size(1), "C_in");
+  check_bias(op, bias, z, "z", weight.size(1) * groups, "C_in");
   check_log_scale(op, log_scale, z, "z");
   const std::array<int64_t, 2> out{
-      conv_transpose_out(z.size(2), weight.size(2), stride[0], padding[0], output_padding[0]),
-      conv_transpose_out(z.size(3), weight.size(3), stride[1], padding[1], output_padding[1])};
+      conv_transpose_out(z.size(2), weight.size(2), stride[0], padding[0], output_padding[0], dilation[0]),
+      conv_transpose_out(z.size(3), weight.size(3), stride[1], padding[1], output_padding[1], dilation[1])};
   TORCH_CHECK_VALUE(out[0] >= 1 && out[1] >= 1, op, ": padding ", list_str(padding), " is too large for input ",
                     tuple_str(z.sizes().slice(2)), " (output ", list_str(out), ")");
   check_conv_out(op, out);
@@ -365,10 +384,10 @@ Tensor input_act_grad(const Tensor& d_eff, const Tensor& input, ActParams in_act
 template <BiasActFn bias_act>
 std::tuple<Tensor, Tensor> bi_conv2d_impl(const Tensor& x, const Tensor& weight, const OptTensor& bias,
                                           IntArrayRef stride, IntArrayRef padding, ActParams act, bool keep_u,
-                                          ActParams in_act) {
-  check_bi_conv2d(x, weight, bias, stride, padding);
-  auto z = at::convolution(input_act<bias_act>(x, in_act), weight, std::nullopt, stride, padding, {1, 1}, false,
-                           {0, 0}, 1);
+                                          ActParams in_act, IntArrayRef dilation, int64_t groups) {
+  check_bi_conv2d(x, weight, bias, stride, padding, dilation, groups);
+  auto z = at::convolution(input_act<bias_act>(x, in_act), weight, std::nullopt, stride, padding, dilation, false,
+                           {0, 0}, groups);
   return bias_act(z.contiguous(memory_format_of(x)), {bias, std::nullopt, act, keep_u, true});
 }
 
@@ -376,10 +395,10 @@ template <BiasActFn bias_act>
 std::tuple<Tensor, Tensor> bi_conv2d_reverse_impl(const Tensor& z, const Tensor& weight, const OptTensor& bias,
                                                   const OptTensor& log_scale, IntArrayRef stride, IntArrayRef padding,
                                                   IntArrayRef output_padding, ActParams act, bool keep_u,
-                                                  ActParams in_act) {
-  check_bi_conv2d_reverse(z, weight, bias, log_scale, stride, padding, output_padding);
-  auto pre = at::convolution(input_act<bias_act>(z, in_act), weight, std::nullopt, stride, padding, {1, 1}, true,
-                             output_padding, 1);
+                                                  ActParams in_act, IntArrayRef dilation, int64_t groups) {
+  check_bi_conv2d_reverse(z, weight, bias, log_scale, stride, padding, output_padding, dilation, groups);
+  auto pre = at::convolution(input_act<bias_act>(z, in_act), weight, std::nullopt, stride, padding, dilation, true,
+                             output_padding, groups);
   return bias_act(pre.contiguous(memory_format_of(z)), {bias, log_scale, act, keep_u, true});
 }
 
@@ -392,7 +411,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> conv_backward_impl(const Tensor& grad
                                                               const OptTensor& log_scale, IntArrayRef stride,
                                                               IntArrayRef padding, IntArrayRef output_padding,
                                                               bool transposed, ActParams act,
-                                                              std::array<bool, 4> mask, ActParams in_act) {
+                                                              std::array<bool, 4> mask, ActParams in_act,
+                                                              IntArrayRef dilation, int64_t groups) {
   const bool scale_grad = mask[3] && log_scale.has_value() && log_scale->defined();
   auto [du, db] = act_backward(grad, u, act, log_scale, mask[2]);
   const bool need_input = mask[0] || scale_grad;
@@ -400,8 +420,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> conv_backward_impl(const Tensor& grad
   const bool need_eff = mask[1] || scale_grad;  // the contraction's input itself (not only its shape) is read
   const Tensor eff = need_eff ? input_act<bias_act>(input, in_act) : input;
   if (need_input || mask[1]) {
-    auto res = at::convolution_backward(du, eff, weight, std::nullopt, stride, padding, {1, 1}, transposed,
-                                        output_padding, 1, {need_input, mask[1], false});
+    auto res = at::convolution_backward(du, eff, weight, std::nullopt, stride, padding, dilation, transposed,
+                                        output_padding, groups, {need_input, mask[1], false});
     // ATen picks the gradients' memory formats; ours follow their tensors' (what the fakes promise).
     if (need_input) dinput = std::get<0>(res).contiguous(memory_format_of(input));
     if (mask[1]) dweight = std::get<1>(res).contiguous(memory_format_of(weight));
@@ -419,12 +439,13 @@ template <BiasActFn bias_act, ActBackwardFn act_backward>
 std::tuple<Tensor, Tensor, Tensor> bi_conv2d_backward_impl(const Tensor& grad, const Tensor& x, const Tensor& weight,
                                                            const OptTensor& u, IntArrayRef stride,
                                                            IntArrayRef padding, ActParams act,
-                                                           std::array<bool, 3> mask, ActParams in_act) {
-  const auto out = check_bi_conv2d(x, weight, std::nullopt, stride, padding);
+                                                           std::array<bool, 3> mask, ActParams in_act,
+                                                           IntArrayRef dilation, int64_t groups) {
+  const auto out = check_bi_conv2d(x, weight, std::nullopt, stride, padding, dilation, groups);
   check_grad("bi_conv2d_bwd", grad, u, x, "x", {x.size(0), weight.size(0), out[0], out[1]}, act);
   auto [dx, dw, db, ds] = conv_backward_impl<bias_act, act_backward>(
       grad, x, weight, u, std::nullopt, stride, padding, {0, 0}, false, act, {mask[0], mask[1], mask[2], false},
-      in_act);
+      in_act, dilation, groups);
   return {dx, dw, db};
 }
 
@@ -432,11 +453,12 @@ template <BiasActFn bias_act, ActBackwardFn act_backward>
 std::tuple<Tensor, Tensor, Tensor, Tensor> bi_conv2d_reverse_backward_impl(
     const Tensor& grad, const Tensor& z, const Tensor& weight, const OptTensor& u, const OptTensor& log_scale,
     IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, ActParams act, std::array<bool, 4> mask,
-    ActParams in_act) {
-  const auto out = check_bi_conv2d_reverse(z, weight, std::nullopt, log_scale, stride, padding, output_padding);
-  check_grad("bi_conv2d_reverse_bwd", grad, u, z, "z", {z.size(0), weight.size(1), out[0], out[1]}, act);
+    ActParams in_act, IntArrayRef dilation, int64_t groups) {
+  const auto out =
+      check_bi_conv2d_reverse(z, weight, std::nullopt, log_scale, stride, padding, output_padding, dilation, groups);
+  check_grad("bi_conv2d_reverse_bwd", grad, u, z, "z", {z.size(0), weight.size(1) * groups, out[0], out[1]}, act);
   return conv_backward_impl<bias_act, act_backward>(grad, z, weight, u, log_scale, stride, padding, output_padding,
-                                                    true, act, mask, in_act);
+                                                    true, act, mask, in_act, dilation, groups);
 }
 
 // Dense layers: x [*, in] @ W^T -> [*, out] (forward); z [*, out] @ W -> [*, in] (reverse).
@@ -492,44 +514,52 @@ struct DeviceOps {
   static Tensor gnova_bwd(const Tensor& grad, const Tensor& u, double alpha, double beta, double gamma) {
     return gnova_backward_impl<act_backward>(grad, u, {alpha, beta, gamma});
   }
+  // Conv ops take (dilation, groups) after that.
   static Tensor bi_conv2d(const Tensor& x, const Tensor& w, const OptTensor& b, IntArrayRef stride,
                           IntArrayRef padding, double alpha, double beta, double gamma, double ia, double ib,
-                          double ig) {
-    return std::get<0>(bi_conv2d_impl<bias_act>(x, w, b, stride, padding, {alpha, beta, gamma}, false, {ia, ib, ig}));
+                          double ig, IntArrayRef dilation, int64_t groups) {
+    return std::get<0>(bi_conv2d_impl<bias_act>(x, w, b, stride, padding, {alpha, beta, gamma}, false, {ia, ib, ig},
+                                                dilation, groups));
   }
   static std::tuple<Tensor, Tensor> bi_conv2d_fwd(const Tensor& x, const Tensor& w, const OptTensor& b,
                                                   IntArrayRef stride, IntArrayRef padding, double alpha, double beta,
-                                                  double gamma, double ia, double ib, double ig) {
-    return bi_conv2d_impl<bias_act>(x, w, b, stride, padding, {alpha, beta, gamma}, true, {ia, ib, ig});
+                                                  double gamma, double ia, double ib, double ig,
+                                                  IntArrayRef dilation, int64_t groups) {
+    return bi_conv2d_impl<bias_act>(x, w, b, stride, padding, {alpha, beta, gamma}, true, {ia, ib, ig}, dilation,
+                                    groups);
   }
   static std::tuple<Tensor, Tensor, Tensor> bi_conv2d_bwd(const Tensor& grad, const Tensor& x, const Tensor& w,
                                                           const OptTensor& u, IntArrayRef stride,
                                                           IntArrayRef padding, double alpha, double beta,
                                                           double gamma, std::array<bool, 3> mask, double ia,
-                                                          double ib, double ig) {
+                                                          double ib, double ig, IntArrayRef dilation,
+                                                          int64_t groups) {
     return bi_conv2d_backward_impl<bias_act, act_backward>(grad, x, w, u, stride, padding, {alpha, beta, gamma},
-                                                           mask, {ia, ib, ig});
+                                                           mask, {ia, ib, ig}, dilation, groups);
   }
   static Tensor bi_conv2d_reverse(const Tensor& z, const Tensor& w, const OptTensor& b, const OptTensor& s,
                                   IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, double alpha,
-                                  double beta, double gamma, double ia, double ib, double ig) {
+                                  double beta, double gamma, double ia, double ib, double ig, IntArrayRef dilation,
+                                  int64_t groups) {
     return std::get<0>(bi_conv2d_reverse_impl<bias_act>(z, w, b, s, stride, padding, output_padding,
-                                                        {alpha, beta, gamma}, false, {ia, ib, ig}));
+                                                        {alpha, beta, gamma}, false, {ia, ib, ig}, dilation, groups));
   }
   static std::tuple<Tensor, Tensor> bi_conv2d_reverse_fwd(const Tensor& z, const Tensor& w, const OptTensor& b,
                                                           const OptTensor& s, IntArrayRef stride,
                                                           IntArrayRef padding, IntArrayRef output_padding,
                                                           double alpha, double beta, double gamma, double ia,
-                                                          double ib, double ig) {
+                                                          double ib, double ig, IntArrayRef dilation,
+                                                          int64_t groups) {
     return bi_conv2d_reverse_impl<bias_act>(z, w, b, s, stride, padding, output_padding, {alpha, beta, gamma}, true,
-                                            {ia, ib, ig});
+                                            {ia, ib, ig}, dilation, groups);
   }
   static std::tuple<Tensor, Tensor, Tensor, Tensor> bi_conv2d_reverse_bwd(
       const Tensor& grad, const Tensor& z, const Tensor& w, const OptTensor& u, const OptTensor& s,
       IntArrayRef stride, IntArrayRef padding, IntArrayRef output_padding, double alpha, double beta, double gamma,
-      std::array<bool, 4> mask, double ia, double ib, double ig) {
+      std::array<bool, 4> mask, double ia, double ib, double ig, IntArrayRef dilation, int64_t groups) {
     return bi_conv2d_reverse_backward_impl<bias_act, act_backward>(grad, z, w, u, s, stride, padding, output_padding,
-                                                                   {alpha, beta, gamma}, mask, {ia, ib, ig});
+                                                                   {alpha, beta, gamma}, mask, {ia, ib, ig},
+                                                                   dilation, groups);
   }
   static Tensor bi_linear(const Tensor& x, const Tensor& w, const OptTensor& b, double alpha, double beta,
                           double gamma, double ia, double ib, double ig) {

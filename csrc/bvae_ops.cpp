@@ -65,27 +65,29 @@ std::tuple<Tensor, Tensor> act_backward_cpu(const Tensor& grad, const OptTensor&
 // (one saved activation per layer where eager keeps two); its backward recomputes a_in(input) and returns the
 // gradient of the pre-activation.
 #define BVAE_IN_ACT ", float in_alpha=1.0, float in_beta=0.0, float in_gamma=1.0"
+// Conv ops end in the rest of nn.Conv2d's geometry, dilation and groups (ATen's meaning; 1 and 1 by default).
+#define BVAE_CONV_GEOM ", int[2] dilation=1, int groups=1"
 constexpr const char* kSchemas[][2] = {
     {"gnova", "(Tensor u, float alpha, float beta, float gamma) -> Tensor"},
     {"gnova_bwd", "(Tensor grad, Tensor u, float alpha, float beta, float gamma) -> Tensor"},
     {"bi_conv2d",
      "(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, float alpha, float beta, float gamma"
-     BVAE_IN_ACT ") -> Tensor"},
+     BVAE_IN_ACT BVAE_CONV_GEOM ") -> Tensor"},
     {"bi_conv2d_fwd",
      "(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, float alpha, float beta, float gamma"
-     BVAE_IN_ACT ") -> (Tensor, Tensor)"},
+     BVAE_IN_ACT BVAE_CONV_GEOM ") -> (Tensor, Tensor)"},
     {"bi_conv2d_bwd",
      "(Tensor grad, Tensor x, Tensor weight, Tensor? u, int[2] stride, int[2] padding, float alpha, float beta, "
-     "float gamma, bool[3] output_mask" BVAE_IN_ACT ") -> (Tensor, Tensor, Tensor)"},
+     "float gamma, bool[3] output_mask" BVAE_IN_ACT BVAE_CONV_GEOM ") -> (Tensor, Tensor, Tensor)"},
     {"bi_conv2d_reverse",
      "(Tensor z, Tensor weight, Tensor? bias, Tensor? log_scale, int[2] stride, int[2] padding, "
-     "int[2] output_padding, float alpha, float beta, float gamma" BVAE_IN_ACT ") -> Tensor"},
+     "int[2] output_padding, float alpha, float beta, float gamma" BVAE_IN_ACT BVAE_CONV_GEOM ") -> Tensor"},
     {"bi_conv2d_reverse_fwd",
      "(Tensor z, Tensor weight, Tensor? bias, Tensor? log_scale, int[2] stride, int[2] padding, "
-     "int[2] output_padding, float alpha, float beta, float gamma" BVAE_IN_ACT ") -> (Tensor, Tensor)"},
+     "int[2] output_padding, float alpha, float beta, float gamma" BVAE_IN_ACT BVAE_CONV_GEOM ") -> (Tensor, Tensor)"},
     {"bi_conv2d_reverse_bwd",
      "(Tensor grad, Tensor z, Tensor weight, Tensor? u, Tensor? log_scale, int[2] stride, int[2] padding, "
-     "int[2] output_padding, float alpha, float beta, float gamma, bool[4] output_mask" BVAE_IN_ACT
+     "int[2] output_padding, float alpha, float beta, float gamma, bool[4] output_mask" BVAE_IN_ACT BVAE_CONV_GEOM
      ") -> (Tensor, Tensor, Tensor, Tensor)"},
     {"bi_linear", "(Tensor x, Tensor weight, Tensor? bias, float alpha, float beta, float gamma" BVAE_IN_ACT
                   ") -> Tensor"},
@@ -106,6 +108,7 @@ constexpr const char* kSchemas[][2] = {
      "bool[4] output_mask" BVAE_IN_ACT ") -> (Tensor, Tensor, Tensor, Tensor)"},
 };
 #undef BVAE_IN_ACT
+#undef BVAE_CONV_GEOM
 
 }  // namespace
 

@@ -31,11 +31,14 @@ class ConvCase:
     output_padding: int = 0
     bias: bool = True
     interp: bool = False
+    dilation: int = 1
+    groups: int = 1
 
     def __str__(self) -> str:
+        geometry = (f"d{self.dilation}" if self.dilation != 1 else "") + (f"g{self.groups}" if self.groups != 1 else "")
         return (
             f"n{self.n}c{self.c_in}-{self.c_out}_{self.h}x{self.w}_k{self.k}s{self.stride}p{self.padding}"
-            f"op{self.output_padding}{'' if self.bias else '_nobias'}"
+            f"op{self.output_padding}{geometry}{'' if self.bias else '_nobias'}"
         )
 
 
@@ -50,6 +53,10 @@ CONV_CASES = [
     ConvCase(3, 6, 6, 5, 6, 4, 1, 0),  # k=4, no padding
     ConvCase(2, 3, 5, 7, 7, 5, 2, 2, output_padding=1),  # k=5 s=2 p=2
     ConvCase(1, 17, 33, 5, 6, 3, 1, 1),  # channel counts past one tile
+    # nn.Conv2d's other geometry (the Triton backend hands these to the compiled op, warning once)
+    ConvCase(2, 6, 8, 9, 8, 3, 1, 2, dilation=2, groups=2, interp=True),  # grouped and dilated
+    ConvCase(2, 6, 6, 7, 9, 3, 2, 1, output_padding=1, groups=6),  # depthwise, stride 2
+    ConvCase(1, 4, 8, 10, 9, 3, 2, 2, output_padding=1, dilation=(2, 3)),  # dilated, stride 2
 ]
 
 
@@ -71,7 +78,13 @@ def conv_args(
     c_inp = case.c_out if reverse else case.c_in
     args = [
         make_arg([case.n, c_inp, case.h, case.w], dtype, layout, device=device),
-        make_arg([case.c_out, case.c_in, case.k, case.k], dtype, weight_layout or layout, scale=0.4, device=device),
+        make_arg(
+            [case.c_out, case.c_in // case.groups, case.k, case.k],
+            dtype,
+            weight_layout or layout,
+            scale=0.4,
+            device=device,
+        ),
         make_arg([case.c_in if reverse else case.c_out], dtype, device=device) if case.bias else None,
     ]
     if log_scale:
@@ -84,7 +97,8 @@ def conv_fns(
 ) -> tuple:
     """(ours, reference) callables taking (inp, weight, bias[, log_scale])."""
     act = bk.resolve_activation(activation)
-    kw = {"stride": case.stride, "padding": case.padding, "input_activation": input_activation}
+    geometry = {"dilation": case.dilation, "groups": case.groups}
+    kw = {"stride": case.stride, "padding": case.padding, "input_activation": input_activation, **geometry}
     if reverse:
         op = case.output_padding
 
@@ -95,12 +109,12 @@ def conv_fns(
 
         def ref(z, w, b, s=None):  # noqa: ANN001, ANN202
             return reference.bi_conv2d_reverse(
-                z, w, b, case.stride, case.padding, op, act, log_scale=s, input_activation=input_activation
+                z, w, b, case.stride, case.padding, op, act, s, input_activation, **geometry
             )
 
         return ours, ref
     ours = lambda x, w, b: bk.bi_conv2d(x, w, b, activation=activation, backend=backend, **kw)  # noqa: E731
-    ref = lambda x, w, b: reference.bi_conv2d(x, w, b, case.stride, case.padding, act, input_activation)  # noqa: E731
+    ref = lambda x, w, b: reference.bi_conv2d(x, w, b, case.stride, case.padding, act, input_activation, **geometry)  # noqa: E731
     return ours, ref
 
 

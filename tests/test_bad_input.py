@@ -100,6 +100,10 @@ def test_channel_mismatch() -> None:
         conv(bias=torch.randn(3))
     with pytest.raises(ValueError, match=r"bias must have shape \[3\] \(C_in\)"):
         conv_rev(bias=torch.randn(4))
+    with pytest.raises(ValueError, match=r"x has 3 channels but weight expects C_in=6 \(.*groups=2\)"):
+        conv(groups=2)  # weight [4, 3, ...] with 2 groups reads 6 channels
+    with pytest.raises(ValueError, match=r"bias must have shape \[6\] \(C_in\)"):
+        conv_rev(groups=2, bias=torch.randn(3))  # ... and the reverse direction writes 6
     with pytest.raises(ValueError, match="x has 5 features but weight"):
         bk.bi_linear(torch.randn(2, 5), torch.randn(4, 3))
     with pytest.raises(ValueError, match="z has 3 features but weight"):
@@ -136,6 +140,13 @@ def test_wrong_rank() -> None:
         ({"padding": None}, r"padding must be an int or a pair of ints, got None"),
         ({"padding": True}, r"padding must be an int or a pair of ints"),
         ({"padding": "same"}, r"padding must be an int or a pair of ints"),
+        ({"dilation": 0}, r"dilation must be >= 1"),
+        ({"dilation": (1, 2, 3)}, r"dilation must be an int or a pair of ints"),
+        ({"dilation": 1.5}, r"dilation must be an int or a pair of ints"),
+        ({"groups": 0}, r"groups must be >= 1"),
+        ({"groups": 1.5}, r"groups must be an int"),
+        ({"groups": True}, r"groups must be an int"),
+        ({"groups": 3}, r"weight's C_out=4 must be divisible by groups=3"),
     ],
 )
 def test_bad_stride_padding(kw: dict, match: str) -> None:
@@ -148,10 +159,14 @@ def test_bad_stride_padding(kw: dict, match: str) -> None:
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
-        ({"stride": 2, "output_padding": 2}, r"output_padding must be >= 0 and < stride"),
-        ({"stride": 1, "output_padding": 1}, r"output_padding must be >= 0 and < stride"),
-        ({"stride": 2, "output_padding": -1}, r"output_padding must be >= 0 and < stride"),
-        ({"stride": (2, 1), "output_padding": (1, 1)}, r"output_padding must be >= 0 and < stride"),
+        ({"stride": 2, "output_padding": 2}, r"output_padding must be >= 0 and smaller than stride or dilation"),
+        ({"stride": 1, "output_padding": 1}, r"output_padding must be >= 0 and smaller than stride or dilation"),
+        ({"stride": 2, "output_padding": -1}, r"output_padding must be >= 0 and smaller than stride or dilation"),
+        (
+            {"stride": (2, 1), "output_padding": (1, 1)},
+            r"output_padding must be >= 0 and smaller than stride or dilation",
+        ),
+        ({"dilation": 2, "output_padding": 2}, r"output_padding must be >= 0 and smaller than stride or dilation"),
         ({"output_padding": 0.5}, r"output_padding must be an int or a pair of ints"),
     ],
 )

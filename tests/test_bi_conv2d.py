@@ -32,6 +32,7 @@ def test_activations(backend, dtype: torch.dtype, activation) -> None:
         pytest.param(ConvCase(1, 2, 2, 4, 5, 3, 1, 1), "gnova", id="k3s1p1"),
         pytest.param(ConvCase(2, 2, 2, 3, 4, 1, 1, 0, bias=False), "gnova", id="k1-nobias"),
         pytest.param(ConvCase(1, 2, 3, 5, 4, 4, 2, 1), ACTIVATIONS[-1], id="k4s2-custom-act"),
+        pytest.param(ConvCase(1, 4, 6, 7, 6, 3, 2, 2, dilation=2, groups=2), "gnova", id="k3s2-dilated-grouped"),
     ],
 )
 @pytest.mark.parametrize("backend", backend_params(float64=True))

@@ -50,10 +50,17 @@ def _exercise(backend: str, device: str) -> None:
     lx, lw, lb = _leaf(2, 3, 6, device=device), _leaf(5, 6, device=device), _leaf(5, device=device)
     lz, lbr = _leaf(4, 5, device=device), _leaf(6, device=device)
     u = _leaf(2, 3, 4, device=device)
+    xg, wg, zg, bg = (
+        _leaf(2, 4, 7, 7, device=device),
+        _leaf(4, 2, 3, 3, device=device),
+        _leaf(1, 4, 3, 3, device=device),
+        _leaf(4, device=device),
+    )  # grouped and dilated
     chained = bk.GNoVa(0.05, 2.0, 0.5)  # the input is a previous layer's pre-activation
     calls = [
         lambda: bk.gnova(u, *P, backend=backend),
         lambda: bk.bi_conv2d(x, w, b, stride=2, padding=1, backend=backend),
+        lambda: bk.bi_conv2d(xg, wg, b, stride=2, padding=2, dilation=2, groups=2, backend=backend),
         lambda: bk.bi_conv2d(x, w, b, stride=2, padding=1, input_activation=chained, backend=backend),
         lambda: bk.bi_conv2d(
             x.detach().to(memory_format=torch.channels_last).requires_grad_(),
@@ -62,6 +69,9 @@ def _exercise(backend: str, device: str) -> None:
             padding=1,
             activation="identity",
             backend=backend,
+        ),
+        lambda: bk.bi_conv2d_reverse(
+            zg, wg, bg, stride=2, padding=2, output_padding=1, dilation=2, groups=2, log_scale=s, backend=backend
         ),
         lambda: bk.bi_conv2d_reverse(z, w, br, stride=2, padding=1, output_padding=1, log_scale=s, backend=backend),
         lambda: bk.bi_conv2d_reverse(
@@ -302,8 +312,8 @@ def test_forward_mode_ad_gives_the_reference_tangent(backend) -> None:
 @pytest.mark.parametrize("backend", ["torch", *BACKENDS_UNDER_TEST], ids=str)
 def test_degenerate_shapes_follow_one_rule_on_every_backend(backend) -> None:
     """The op contract: a weight with a zero dimension is refused in both directions (a layer without weights),
-    stride / padding / an output side of 2^31 or more is refused (the libraries take 32-bit sizes), an empty batch
-    computes an empty output. The same ValueError on every backend."""
+    stride / padding / dilation / groups / an output side of 2^31 or more is refused (the libraries take 32-bit
+    sizes), an empty batch computes an empty output. The same ValueError on every backend."""
     name, device = (backend, "cpu") if backend == "torch" else (backend.name, backend.device)
     torch.set_default_device(device)
     try:
@@ -328,10 +338,18 @@ def _degenerate_shapes(backend: str) -> None:
             bk.bi_linear(torch.randn(2, shape[1]), weight, backend=backend)
         with pytest.raises(ValueError, match=match):
             bk.bi_linear_reverse(torch.randn(2, shape[0]), weight, backend=backend)
-    for kw in ({"stride": 2**31}, {"padding": 2**31}, {"stride": (1, 2**40)}, {"padding": (2**40, 0)}):
-        with pytest.raises(ValueError, match=r"stride and padding must be < 2\^31"):
+    too_big = r"stride, padding, dilation and groups must be < 2\^31"
+    for kw in (
+        {"stride": 2**31},
+        {"padding": 2**31},
+        {"stride": (1, 2**40)},
+        {"padding": (2**40, 0)},
+        {"dilation": 2**31},
+        {"groups": 2**31},
+    ):
+        with pytest.raises(ValueError, match=too_big):
             bk.bi_conv2d(x, torch.randn(4, 3, 3, 3), backend=backend, **kw)
-        with pytest.raises(ValueError, match=r"stride and padding must be < 2\^31"):
+        with pytest.raises(ValueError, match=too_big):
             bk.bi_conv2d_reverse(z, torch.randn(4, 3, 3, 3), backend=backend, **kw)
     with pytest.raises(ValueError, match=r"each side must be < 2\^31"):  # legal stride, an output too large
         bk.bi_conv2d_reverse(torch.randn(1, 1, 3, 1), torch.randn(1, 1, 1, 1), stride=2**31 - 1, backend=backend)

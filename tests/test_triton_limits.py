@@ -63,6 +63,16 @@ def test_grid_limits():
     assert reason is not None and "taps" in reason
 
 
+def test_groups_and_dilation_are_handed_over():
+    """The Triton kernels serve groups=1, dilation=1; other geometry goes to the compiled op, saying so."""
+    assert ops.conv_problem(meta(1, 4, 8, 8), meta(4, 4, 3, 3), [6, 6], [1, 1], False) is None
+    for dilation, groups in (((2, 2), 1), ((1, 2), 1), ((1, 1), 2), ((2, 1), 4)):
+        reason = ops.conv_problem(meta(1, 4, 8, 8), meta(4, 4 // groups, 3, 3), [4, 4], [1, 1], False, dilation, groups)
+        assert reason is not None and "serve groups=1 and dilation=1" in reason
+        reason = ops.conv_problem(meta(1, 4, 8, 8), meta(4, 4 // groups, 3, 3), [9, 9], [1, 1], True, dilation, groups)
+        assert reason is not None and f"groups={groups}" in reason
+
+
 def test_other_dtypes_are_handed_over():
     assert "float64" in ops.conv_problem(meta(1, 1, 4, 4, dtype=torch.float64), meta(1, 1, 3, 3), [2, 2], [1, 1], False)
 

@@ -77,11 +77,19 @@ def index_problem(pixels: tuple[int, ...], sample_sizes: tuple[int, ...], weight
 
 
 def conv_problem(
-    inp: torch.Tensor, weight: torch.Tensor, out_hw: list[int], stride: list[int], reverse: bool
+    inp: torch.Tensor,
+    weight: torch.Tensor,
+    out_hw: list[int],
+    stride: list[int],
+    reverse: bool,
+    dilation: list[int] = (1, 1),
+    groups: int = 1,
 ) -> str | None:
     """Why the Triton kernels cannot serve a conv of either direction from inp [N, C, H, W] to out_hw (None if none)."""
     if reason := unsupported_reason(inp):
         return reason
+    if groups != 1 or tuple(dilation) != (1, 1):
+        return f"the Triton kernels serve groups=1 and dilation=1, not groups={groups}, dilation={tuple(dilation)}"
     taps = weight.shape[2] * weight.shape[3]
     if taps > _GRID_YZ or stride[0] * stride[1] > _GRID_YZ:
         return f"kernel {tuple(weight.shape[2:])}, stride {tuple(stride)}: more than {_GRID_YZ} taps or stride phases"
@@ -182,51 +190,61 @@ def conv_backward(
     return d_inp if mask[0] else None, dw, db, ds
 
 
-def _conv_forward(name, keep_u, x, weight, bias, stride, padding, act, in_act):
+def _conv_forward(name, keep_u, x, weight, bias, stride, padding, act, in_act, dilation, groups):
     """bi_conv2d (keep_u False: y) and bi_conv2d_fwd (True: y, u), or the compiled op `name` for a case the Triton
     kernels cannot serve."""
-    out = check_bi_conv2d(x, weight, bias, stride, padding)
-    if reason := conv_problem(x, weight, out, stride, False):
-        return _compiled(name, reason, x.device.type)(x, weight, bias, stride, padding, *act, *in_act)
+    out = check_bi_conv2d(x, weight, bias, stride, padding, dilation, groups)
+    if reason := conv_problem(x, weight, out, stride, False, dilation, groups):
+        op = _compiled(name, reason, x.device.type)
+        return op(x, weight, bias, stride, padding, *act, *in_act, dilation, groups)
     y, u = conv2d(x, weight, bias, stride, padding, act, prologue=_input_prologue(in_act), prologue_act=in_act,
                   store_u=keep_u, out_format=memory_format_of(x))  # fmt: skip
     return (y, u) if keep_u else y
 
 
-def _bi_conv2d_fwd(x, weight, bias, stride, padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
+def _bi_conv2d_fwd(
+    x, weight, bias, stride, padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0, dilation=(1, 1),
+    groups=1,
+):  # fmt: skip
     act, in_act = (alpha, beta, gamma), (in_alpha, in_beta, in_gamma)
-    return _conv_forward("bi_conv2d_fwd", True, x, weight, bias, stride, padding, act, in_act)
+    return _conv_forward("bi_conv2d_fwd", True, x, weight, bias, stride, padding, act, in_act, dilation, groups)
 
 
-def _bi_conv2d(x, weight, bias, stride, padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0):
+def _bi_conv2d(
+    x, weight, bias, stride, padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0, in_gamma=1.0, dilation=(1, 1),
+    groups=1,
+):  # fmt: skip
     act, in_act = (alpha, beta, gamma), (in_alpha, in_beta, in_gamma)
-    return _conv_forward("bi_conv2d", False, x, weight, bias, stride, padding, act, in_act)
+    return _conv_forward("bi_conv2d", False, x, weight, bias, stride, padding, act, in_act, dilation, groups)
 
 
 def _bi_conv2d_bwd(
-    grad, x, weight, u, stride, padding, alpha, beta, gamma, output_mask, in_alpha=1.0, in_beta=0.0, in_gamma=1.0
-):
+    grad, x, weight, u, stride, padding, alpha, beta, gamma, output_mask, in_alpha=1.0, in_beta=0.0, in_gamma=1.0,
+    dilation=(1, 1), groups=1,
+):  # fmt: skip
     in_act = (in_alpha, in_beta, in_gamma)
-    out = check_bi_conv2d(x, weight, None, stride, padding)
-    if reason := conv_problem(x, weight, out, stride, False):
+    out = check_bi_conv2d(x, weight, None, stride, padding, dilation, groups)
+    if reason := conv_problem(x, weight, out, stride, False, dilation, groups):
         op = _compiled("bi_conv2d_bwd", reason, x.device.type)
-        return op(grad, x, weight, u, stride, padding, alpha, beta, gamma, output_mask, *in_act)
+        return op(grad, x, weight, u, stride, padding, alpha, beta, gamma, output_mask, *in_act, dilation, groups)
     mask = [*output_mask, False]
     act = (alpha, beta, gamma)
     return conv_backward(grad, x, weight, u, None, stride, padding, False, act, mask, in_act=in_act)[:3]
 
 
-def _reverse_out(z, weight, bias, log_scale, stride, padding, output_padding):
-    out = check_bi_conv2d_reverse(z, weight, bias, log_scale, stride, padding, output_padding)
-    return tuple(out), conv_problem(z, weight, out, stride, True)
+def _reverse_out(z, weight, bias, log_scale, stride, padding, output_padding, dilation, groups):
+    out = check_bi_conv2d_reverse(z, weight, bias, log_scale, stride, padding, output_padding, dilation, groups)
+    return tuple(out), conv_problem(z, weight, out, stride, True, dilation, groups)
 
 
-def _reverse_forward(name, keep_u, z, weight, bias, log_scale, stride, padding, output_padding, act, in_act):
+def _reverse_forward(
+    name, keep_u, z, weight, bias, log_scale, stride, padding, output_padding, act, in_act, dilation, groups
+):
     """bi_conv2d_reverse (keep_u False: y) and bi_conv2d_reverse_fwd (True: y, u), or the compiled op `name`."""
-    out_hw, reason = _reverse_out(z, weight, bias, log_scale, stride, padding, output_padding)
+    out_hw, reason = _reverse_out(z, weight, bias, log_scale, stride, padding, output_padding, dilation, groups)
     if reason:
         op = _compiled(name, reason, z.device.type)
-        return op(z, weight, bias, log_scale, stride, padding, output_padding, *act, *in_act)
+        return op(z, weight, bias, log_scale, stride, padding, output_padding, *act, *in_act, dilation, groups)
     y, u = conv_transpose2d(
         z, weight, bias, stride, padding, out_hw, act, log_scale=log_scale, prologue=_input_prologue(in_act),
         prologue_act=in_act, store_u=keep_u, out_format=memory_format_of(z),
@@ -236,19 +254,19 @@ def _reverse_forward(name, keep_u, z, weight, bias, log_scale, stride, padding, 
 
 def _bi_conv2d_reverse_fwd(
     z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0,
-    in_gamma=1.0,
+    in_gamma=1.0, dilation=(1, 1), groups=1,
 ):  # fmt: skip
     act, in_act = (alpha, beta, gamma), (in_alpha, in_beta, in_gamma)
-    args = (z, weight, bias, log_scale, stride, padding, output_padding, act, in_act)
+    args = (z, weight, bias, log_scale, stride, padding, output_padding, act, in_act, dilation, groups)
     return _reverse_forward("bi_conv2d_reverse_fwd", True, *args)
 
 
 def _bi_conv2d_reverse(
     z, weight, bias, log_scale, stride, padding, output_padding, alpha, beta, gamma, in_alpha=1.0, in_beta=0.0,
-    in_gamma=1.0,
+    in_gamma=1.0, dilation=(1, 1), groups=1,
 ):  # fmt: skip
     act, in_act = (alpha, beta, gamma), (in_alpha, in_beta, in_gamma)
-    args = (z, weight, bias, log_scale, stride, padding, output_padding, act, in_act)
+    args = (z, weight, bias, log_scale, stride, padding, output_padding, act, in_act, dilation, groups)
     return _reverse_forward("bi_conv2d_reverse", False, *args)
 
 
@@ -268,13 +286,15 @@ def _bi_conv2d_reverse_bwd(
     in_alpha=1.0,
     in_beta=0.0,
     in_gamma=1.0,
+    dilation=(1, 1),
+    groups=1,
 ):
     in_act = (in_alpha, in_beta, in_gamma)
-    _, reason = _reverse_out(z, weight, None, log_scale, stride, padding, output_padding)
+    _, reason = _reverse_out(z, weight, None, log_scale, stride, padding, output_padding, dilation, groups)
     if reason:
         op = _compiled("bi_conv2d_reverse_bwd", reason, z.device.type)
         args = (grad, z, weight, u, log_scale, stride, padding, output_padding, alpha, beta, gamma, output_mask)
-        return op(*args, *in_act)
+        return op(*args, *in_act, dilation, groups)
     act = (alpha, beta, gamma)
     return conv_backward(grad, z, weight, u, log_scale, stride, padding, True, act, output_mask, in_act=in_act)
 
