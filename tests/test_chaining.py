@@ -50,7 +50,7 @@ def _run(net: BiSequential, x: torch.Tensor, chained: bool, monkeypatch: pytest.
 def test_chained_modules_compute_what_the_layers_one_by_one_compute(backend, monkeypatch):
     """Forward and reverse through a net with a residual block, values and every gradient (the reverse scales
     included): float64 to 1e-12 where the backend has it, float32 to its tolerance under the interpreter."""
-    dtype = torch.float64 if torch.float64 in backend.dtypes else torch.float32
+    dtype = torch.float64 if backend.float64 else torch.float32
     tol = 1e-12 if dtype == torch.float64 else TOL[torch.float32]
     net = _net(backend.name, dtype, backend.device)
     x = torch.randn(2, 3, 8, 8, dtype=dtype, device=backend.device)
