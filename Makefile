@@ -23,7 +23,7 @@ demo: install
 # before triton defines the kernels, so it is its own process).
 OP_TESTS = tests/test_gnova.py tests/test_bi_conv2d.py tests/test_bi_conv2d_reverse.py tests/test_bi_linear.py \
 	tests/test_bi_linear_reverse.py tests/test_op_contract.py tests/test_triton_kernels.py tests/test_triton_limits.py tests/test_chaining.py \
-	tests/test_func_transforms.py tests/test_op_edges.py
+	tests/test_func_transforms.py tests/test_op_edges.py tests/test_conv_geometry.py
 test: install
 	$(PYTHON) -m pytest -q -ra
 	$(MAKE) --no-print-directory test-triton-interp PYTHON="$(PYTHON)"

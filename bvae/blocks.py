@@ -22,7 +22,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from bvae_kernels._library import conv_output_size
 from bvae_kernels.activation import IDENTITY, ActivationLike, GNoVa, resolve_activation
 from bvae_kernels.backends import impl_for
 
@@ -47,12 +46,12 @@ class BiFlatten(nn.Module):
             raise ValueError(f"BiFlatten: shape must be (C, H, W) of positive ints, got {shape!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[1:]) != self.shape:
+        if not isinstance(x, torch.fx.Proxy) and tuple(x.shape[1:]) != self.shape:  # (a traced graph: no shape yet)
             raise ValueError(f"BiFlatten: expected input [N, {', '.join(map(str, self.shape))}], got {tuple(x.shape)}")
         return x.flatten(1)
 
     def reverse(self, z: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
-        return z.reshape(z.shape[0], *self.shape)
+        return z.unflatten(1, self.shape)
 
     def forward_pre(self, x: torch.Tensor, input_activation: GNoVa = IDENTITY) -> tuple[torch.Tensor, GNoVa]:
         """A pending activation passes through: it is elementwise, and this layer only reshapes."""
@@ -72,6 +71,8 @@ def chains(backend: str | None, t: torch.Tensor) -> bool:
     kept per layer); the eager reference (backend "torch") runs the layers as they are, as eager code would."""
     if not CHAINING:
         return False
+    if isinstance(t, torch.fx.Proxy):  # torch.fx: no device yet; the chained graph computes the same on any backend
+        return backend != "torch"
     try:
         return impl_for(backend, t.device.type) != "torch"
     except (ValueError, AttributeError):  # an impossible request or not a tensor: the layers say what is wrong
@@ -124,7 +125,7 @@ def layer_output_shape(layer: nn.Module, shape: Shape) -> Shape:
     if isinstance(layer, BiConv2d):
         if len(shape) != 3 or shape[0] != layer.in_channels:
             raise ValueError(f"{layer!r} cannot take input shape {shape}")
-        hw = [conv_output_size(shape[1 + i], layer.kernel_size[i], layer.stride[i], layer.padding[i]) for i in range(2)]
+        hw = layer.output_hw(shape[1:])
         if min(hw) < 1:
             raise ValueError(f"{layer!r}: input {shape} is too small")
         return (layer.out_channels, hw[0], hw[1])

@@ -13,6 +13,12 @@ extra saved).
 
 Everything a call needs besides the tensors (activation parameters, stride and padding as the ops take them)
 is resolved once, at construction: a forward call is one public op call.
+
+BiConv2d covers nn.Conv2d's geometry: stride, padding (ints, 'valid', 'same' with any kernel), dilation,
+groups and every padding_mode. The reverse direction is nn.ConvTranspose2d's with the same weight, stride,
+dilation and groups; it reads zero padding whatever the forward's padding_mode (nn.ConvTranspose2d supports only
+'zeros'), i.e. it crops the border the forward direction padded, and where the forward padded one side more
+('same' with an even dilated kernel extent) it crops that side more, so a stride-1 layer maps H x W back to H x W.
 """
 
 from __future__ import annotations
@@ -22,19 +28,19 @@ import operator
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-import bvae_kernels as bk
-from bvae_kernels import bi_conv2d, bi_linear
-from bvae_kernels._library import conv_transpose_output_size
+from bvae_kernels import bi_conv2d, bi_conv2d_reverse, bi_linear, bi_linear_reverse, gnova
+from bvae_kernels._library import conv_output_size, conv_transpose_output_size
 from bvae_kernels.activation import IDENTITY, ActivationLike, GNoVa, resolve_activation
 
 from ._checks import positive_int
 
-# torch.fx.symbolic_trace records the forward ops as calls (graph nodes) instead of tracing into their checks,
-# which branch on shapes: a traced model's graph holds one `bi_conv2d` / `bi_linear` node per layer.
-torch.fx.wrap("bi_conv2d")
-torch.fx.wrap("bi_linear")
+# torch.fx.symbolic_trace records the ops as calls (graph nodes) instead of tracing into their checks, which
+# branch on shapes: a traced model's graph holds one op node per layer and direction.
+for _op_name in ("bi_conv2d", "bi_conv2d_reverse", "bi_linear", "bi_linear_reverse", "gnova"):
+    torch.fx.wrap(_op_name)
 
 
 def _int(value: object) -> int | None:
@@ -67,7 +73,43 @@ def _size(name: str, value: object) -> int:
 
 def apply_activation(t: torch.Tensor, activation: GNoVa, backend: str | None) -> torch.Tensor:
     """a(t) as one fused op; nothing for the identity (a chain's pending activation, applied where it ends)."""
-    return t if activation == IDENTITY else bk.gnova(t, *activation.params, backend=backend)
+    return t if activation == IDENTITY else gnova(t, *activation.params, backend=backend)
+
+
+def reverse_output_padding(
+    input_hw: Sequence[int],
+    output_size: Sequence[int] | int,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    crop: Sequence[int] = (0, 0),
+) -> tuple[int, int]:
+    """The output_padding that makes a reverse conv (then cropped by `crop` at the end) produce `output_size`."""
+    target = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)[-2:]
+    if len(target) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in target):
+        raise ValueError(f"BiConv2d.reverse: output_size must end in (H, W) ints, got {output_size!r}")
+    pads = []
+    for i in range(2):
+        smallest = conv_transpose_output_size(input_hw[i], kernel_size[i], stride[i], padding[i], 0, dilation[i])
+        smallest -= crop[i]
+        extra = target[i] - smallest
+        reach = max(stride[i], dilation[i])  # output_padding < stride or dilation
+        if not 0 <= extra < reach:
+            raise ValueError(
+                f"BiConv2d.reverse: output_size {tuple(target)} is unreachable from input {tuple(input_hw)}: "
+                f"dim {i} must be in [{smallest}, {smallest + reach - 1}]"
+            )
+        pads.append(extra)
+    return (pads[0], pads[1])
+
+
+def traced_output_padding(z: torch.Tensor, output_size: Sequence[int], *geometry: Sequence[int]) -> tuple[int, int]:
+    """reverse_output_padding for z's own (H, W), read when a traced graph runs (a graph node under torch.fx)."""
+    return reverse_output_padding(tuple(z.shape[-2:]), output_size, *geometry)
+
+
+torch.fx.wrap("traced_output_padding")
 
 
 def _op_input_activation(activation: GNoVa) -> GNoVa | None:
@@ -97,11 +139,17 @@ class _ReverseParamsMixin:
     reverse_log_scale: nn.Parameter | None
 
     def _make_params(
-        self, weight_shape: tuple[int, ...], bias: bool, reverse_bias: bool | None, reverse_scale: bool, factory: dict
+        self,
+        weight_shape: tuple[int, ...],
+        bias: bool,
+        reverse_bias: bool | None,
+        reverse_scale: bool,
+        factory: dict,
+        groups: int = 1,
     ) -> None:
-        """W [out, in, *kernel]; b_f [out] when `bias`; b_r [in] when `reverse_bias` (None: as `bias`); the scalar s
-        when `reverse_scale`."""
-        out_size, in_size = weight_shape[:2]
+        """W [out, in / groups, *kernel]; b_f [out] when `bias`; b_r [in] when `reverse_bias` (None: as `bias`); the
+        scalar s when `reverse_scale`."""
+        out_size, in_size = weight_shape[0], weight_shape[1] * groups
         reverse_bias = bias if reverse_bias is None else reverse_bias
         self.weight = nn.Parameter(torch.empty(weight_shape, **factory))
         self.bias = nn.Parameter(torch.empty(out_size, **factory)) if bias else None
@@ -122,8 +170,9 @@ class _ReverseParamsMixin:
         """A fresh reverse bias (the reverse direction's fan-in, as `_reset_params`) or log-scale (0), like `weight`."""
         if name == "reverse_log_scale":
             return torch.zeros((), dtype=weight.dtype, device=weight.device)
-        bound = 1 / math.sqrt(weight.numel() // weight.shape[1])
-        return torch.empty(weight.shape[1], dtype=weight.dtype, device=weight.device).uniform_(-bound, bound)
+        groups = getattr(self, "groups", 1)
+        bound = 1 / math.sqrt(weight.numel() // weight.shape[1] // groups)
+        return torch.empty(weight.shape[1] * groups, dtype=weight.dtype, device=weight.device).uniform_(-bound, bound)
 
     def _load_from_state_dict(
         self,
@@ -175,56 +224,98 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1:
-            raise ValueError(f"BiConv2d: kernel_size and stride must be >= 1, got {self.kernel_size}, {self.stride}")
-        if _pair(dilation, "dilation") != (1, 1):
-            raise ValueError(f"BiConv2d: dilation={dilation!r} is not supported (only 1)")
-        if _int(groups) != 1:
-            raise ValueError(f"BiConv2d: groups={groups!r} is not supported (only 1)")
-        # nn.Conv2d's attributes, for code that reads them (the values the layer supports)
-        self.dilation, self.groups, self.padding_mode, self.output_padding = (1, 1), 1, "zeros", (0, 0)
-        self.transposed = False
-        if padding_mode != "zeros":
-            raise ValueError(f"BiConv2d: padding_mode={padding_mode!r} is not supported (only 'zeros')")
-        if isinstance(padding, str):
-            if padding == "valid":
-                self.padding = (0, 0)
-            elif padding == "same":
-                if self.stride != (1, 1):
-                    raise ValueError("BiConv2d: padding='same' is not supported for strided convolutions")
-                if any(k % 2 == 0 for k in self.kernel_size):
-                    raise ValueError(
-                        f"BiConv2d: padding='same' needs odd kernel sizes here (got {self.kernel_size}); "
-                        "even kernels would need asymmetric padding, which the reverse direction cannot mirror"
-                    )
-                self.padding = (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
-            else:
-                raise ValueError(f"BiConv2d: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
-        else:
-            self.padding = _pair(padding, "padding")
-            if min(self.padding) < 0:
-                raise ValueError(f"BiConv2d: padding must be >= 0, got {self.padding}")
+        self.dilation = _pair(dilation, "dilation")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
+            raise ValueError(
+                f"BiConv2d: kernel_size, stride and dilation must be >= 1, got {self.kernel_size}, {self.stride}, "
+                f"{self.dilation}"
+            )
+        self.groups = _size("BiConv2d: groups", groups)
+        if in_channels % self.groups or out_channels % self.groups:
+            raise ValueError(
+                f"BiConv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by "
+                f"groups ({self.groups})"
+            )
+        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise ValueError(
+                f"BiConv2d: padding_mode must be 'zeros', 'reflect', 'replicate' or 'circular', got {padding_mode!r}"
+            )
+        self.padding_mode = padding_mode
+        self.output_padding, self.transposed = (0, 0), False  # nn.Conv2d's attributes, for code that reads them
+        self.padding = self._resolve_padding(padding)
         self.activation = resolve_activation(activation)
         self.backend = backend
-        self._op_stride, self._op_padding = list(self.stride), list(self.padding)  # what the ops take as they are
+        self._set_op_geometry()
         self._output_padding: dict[tuple, tuple[int, int]] = {}  # (input HW, output_size) -> output_padding
         factory = {"device": device, "dtype": dtype}
-        self._make_params((out_channels, in_channels, *self.kernel_size), bias, reverse_bias, reverse_scale, factory)
+        weight_shape = (out_channels, in_channels // self.groups, *self.kernel_size)
+        self._make_params(weight_shape, bias, reverse_bias, reverse_scale, factory, self.groups)
         self.reset_parameters()
+
+    def _resolve_padding(self, padding: int | Sequence[int] | str) -> tuple[int, int] | str:
+        """nn.Conv2d's `padding` attribute: a pair of ints, or the string 'same' / 'valid' as given."""
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"BiConv2d: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError("BiConv2d: padding='same' is not supported for strided convolutions")
+            return padding
+        pads = _pair(padding, "padding")
+        if min(pads) < 0:
+            raise ValueError(f"BiConv2d: padding must be >= 0, got {pads}")
+        return pads
+
+    def _set_op_geometry(self) -> None:
+        """What the ops take, resolved once: the symmetric padding they apply themselves, and the rest of the
+        padding as an explicit pad of the input (a mode other than 'zeros', or the extra side of 'same')."""
+        if self.padding == "valid":
+            before, after = (0, 0), (0, 0)
+        elif self.padding == "same":  # as nn.Conv2d: the extra pixel of an odd total goes after
+            total = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size, strict=True)]
+            before = (total[0] // 2, total[1] // 2)
+            after = (total[0] - before[0], total[1] - before[1])
+        else:
+            before = after = self.padding
+        if self.padding_mode == "zeros":
+            self._op_padding = list(before)
+            extra = (after[1] - before[1], after[0] - before[0])
+            self._input_pad = (0, extra[0], 0, extra[1]) if any(extra) else None
+        else:
+            self._op_padding = [0, 0]
+            self._input_pad = (before[1], after[1], before[0], after[0]) if any(before + after) else None
+        # F.pad's mode for the input pad; the reverse direction zero-pads `before` and crops the extra `after` side
+        self._pad_mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+        self._reverse_padding = list(before)
+        self._reverse_crop = (after[0] - before[0], after[1] - before[1])
+        self._op_stride = list(self.stride)
+        self._op_dilation = 1 if self.dilation == (1, 1) else list(self.dilation)  # 1: the ops' fast default
+
+    def output_hw(self, input_hw: Sequence[int]) -> tuple[int, int]:
+        """The forward direction's output (H, W) for an input (H, W)."""
+        pads = self._input_pad or (0, 0, 0, 0)
+        padded = (input_hw[0] + pads[2] + pads[3], input_hw[1] + pads[0] + pads[1])
+        return tuple(  # type: ignore[return-value]
+            conv_output_size(padded[i], self.kernel_size[i], self.stride[i], self._op_padding[i], self.dilation[i])
+            for i in range(2)
+        )
 
     def reset_parameters(self) -> None:
         """nn.Conv2d's initialization; the reverse bias uses the reverse direction's fan-in."""
-        kh, kw = self.kernel_size
-        self._reset_params(self.in_channels * kh * kw, self.out_channels * kh * kw)
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        self._reset_params(self.in_channels // self.groups * taps, self.out_channels // self.groups * taps)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - nn.Conv2d's name for it
         """Encode: a(conv2d(x, W) + b_f). input: [N, C_in, H, W] or [C_in, H, W]."""
+        if self._input_pad is not None:
+            input = F.pad(input, self._input_pad, mode=self._pad_mode)  # noqa: A001
         return bi_conv2d(
             input,
             self.weight,
             self.bias,
             stride=self._op_stride,
             padding=self._op_padding,
+            dilation=self._op_dilation,
+            groups=self.groups,
             activation=self.activation,
             backend=self.backend,
         )
@@ -235,12 +326,18 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
         A chain (BiSequential, BiResBlock, the models) hands u on and the next layer reads a(u) as it loads it, so
         each layer keeps one activation for its backward (its input) where eager keeps two (x and a(u)).
         """
-        u = bk.bi_conv2d(
+        if self._input_pad is not None:
+            if self._pad_mode == "constant" and input_activation != IDENTITY:  # a_in(0) != 0: activate, then pad
+                x, input_activation = apply_activation(x, input_activation, self.backend), IDENTITY
+            x = F.pad(x, self._input_pad, mode=self._pad_mode)  # reflect / replicate / circular commute with a_in
+        u = bi_conv2d(
             x,
             self.weight,
             self.bias,
             stride=self._op_stride,
             padding=self._op_padding,
+            dilation=self._op_dilation,
+            groups=self.groups,
             activation=IDENTITY,
             input_activation=_op_input_activation(input_activation),
             backend=self.backend,
@@ -261,20 +358,8 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
         return pads
 
     def _compute_output_padding(self, input_hw: Sequence[int], output_size: Sequence[int]) -> tuple[int, int]:
-        target = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)[-2:]
-        if len(target) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in target):
-            raise ValueError(f"BiConv2d.reverse: output_size must end in (H, W) ints, got {output_size!r}")
-        pads = []
-        for i in range(2):
-            smallest = conv_transpose_output_size(input_hw[i], self.kernel_size[i], self.stride[i], self.padding[i], 0)
-            extra = target[i] - smallest
-            if not 0 <= extra < self.stride[i]:
-                raise ValueError(
-                    f"BiConv2d.reverse: output_size {tuple(target)} is unreachable from input {tuple(input_hw)}: "
-                    f"dim {i} must be in [{smallest}, {smallest + self.stride[i] - 1}]"
-                )
-            pads.append(extra)
-        return (pads[0], pads[1])
+        geometry = (self.kernel_size, self.stride, self._reverse_padding, self.dilation, self._reverse_crop)
+        return reverse_output_padding(input_hw, output_size, *geometry)
 
     def reverse(
         self, z: torch.Tensor, output_size: Sequence[int] | None = None, *, activation: ActivationLike = "default"
@@ -306,27 +391,45 @@ class BiConv2d(_ReverseParamsMixin, nn.Module):
         self, z: torch.Tensor, output_size: Sequence[int] | None, activation: GNoVa, input_activation: GNoVa
     ) -> torch.Tensor:
         output_padding = 0
-        if output_size is not None:
+        if isinstance(z, torch.fx.Proxy) and output_size is not None:  # z's size is known when the graph runs
+            geometry = (self.kernel_size, self.stride, self._reverse_padding, self.dilation, self._reverse_crop)
+            output_padding = traced_output_padding(z, output_size, *geometry)
+        elif output_size is not None:
             if not isinstance(z, torch.Tensor) or z.dim() not in (3, 4):
                 raise ValueError("BiConv2d.reverse: z must be a 3D or 4D tensor")
             output_padding = self.output_padding_for(z.shape[-2:], output_size)
-        return bk.bi_conv2d_reverse(
+        out = bi_conv2d_reverse(
             z,
             self.weight,
             self.reverse_bias,
             stride=self._op_stride,
-            padding=self._op_padding,
+            padding=self._reverse_padding,
             output_padding=output_padding,
+            dilation=self._op_dilation,
+            groups=self.groups,
             activation=activation,
             log_scale=self.reverse_log_scale,
             input_activation=_op_input_activation(input_activation),
             backend=self.backend,
         )
+        crop_h, crop_w = self._reverse_crop
+        if crop_h or crop_w:  # the side the forward direction padded more
+            out = out[..., : -crop_h or None, : -crop_w or None]
+        return out
 
     def extra_repr(self) -> str:
+        geometry = "".join(
+            f", {name}={value!r}"
+            for name, value, default in (
+                ("dilation", self.dilation, (1, 1)),
+                ("groups", self.groups, 1),
+                ("padding_mode", self.padding_mode, "zeros"),
+            )
+            if value != default
+        )
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, bias={self.bias is not None}, activation={self.activation}"
+            f"padding={self.padding}{geometry}, bias={self.bias is not None}, activation={self.activation}"
             + (", reverse_scale=True" if self.reverse_log_scale is not None else "")
         )
 
@@ -367,7 +470,7 @@ class BiLinear(_ReverseParamsMixin, nn.Module):
     def forward_pre(self, x: torch.Tensor, input_activation: GNoVa = IDENTITY) -> tuple[torch.Tensor, GNoVa]:
         """Encode, leaving the activation to the next layer: (u, a) with u = a_in(x) W^T + b_f (see
         BiConv2d.forward_pre)."""
-        u = bk.bi_linear(
+        u = bi_linear(
             x,
             self.weight,
             self.bias,
@@ -382,7 +485,7 @@ class BiLinear(_ReverseParamsMixin, nn.Module):
 
         `activation` replaces a ("default": the layer's own; containers pass the mirror rule's choice).
         """
-        return bk.bi_linear_reverse(
+        return bi_linear_reverse(
             z,
             self.weight,
             self.reverse_bias,
@@ -395,7 +498,7 @@ class BiLinear(_ReverseParamsMixin, nn.Module):
         self, z: torch.Tensor, *, activation: ActivationLike = "default", input_activation: GNoVa = IDENTITY
     ) -> tuple[torch.Tensor, GNoVa]:
         """Decode, leaving the activation to the next layer: (u, a) with u = [e^s] a_in(z) W + b_r."""
-        u = bk.bi_linear_reverse(
+        u = bi_linear_reverse(
             z,
             self.weight,
             self.reverse_bias,

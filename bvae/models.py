@@ -38,13 +38,15 @@ from typing import Any
 import torch
 from torch import nn
 
-import bvae_kernels as bk
+from bvae_kernels import bi_linear
 from bvae_kernels.activation import IDENTITY, GNoVa
 
 from ._checks import non_negative, positive, positive_int
 from .blocks import BiFlatten, BiResBlock, BiSequential, layer_output_shape, reverse_layer
 from .layers import BiConv2d, BiLinear, apply_activation
 from .objectives import DEFAULT_GAUSSIAN_SIGMA, ModelOutput, get_objective, randn
+
+torch.fx.wrap("bi_linear")  # the log-var head's fused call: one graph node under torch.fx (see layers.py)
 
 # name -> (image shape, likelihood, architecture, default width, default hidden)
 DATASETS: dict[str, tuple[tuple[int, int, int], str, str, int, int]] = {
@@ -175,7 +177,8 @@ def _fans(layer: nn.Module) -> tuple[int, int]:
         return layer.in_features, layer.out_features
     kh, kw = layer.kernel_size
     sh, sw = layer.stride
-    return layer.in_channels * kh * kw, max(1, layer.out_channels * kh * kw // (sh * sw))
+    taps, groups = kh * kw, layer.groups
+    return layer.in_channels // groups * taps, max(1, layer.out_channels // groups * taps // (sh * sw))
 
 
 def init_weights(module: nn.Module, act: GNoVa, directions: str = "both", identity_layers: tuple = ()) -> None:
@@ -218,12 +221,16 @@ class _BaseVAE(nn.Module):
 
     # -- checks ------------------------------------------------------------------------------------------
     def _check_x(self, x: torch.Tensor) -> None:
+        if isinstance(x, torch.fx.Proxy):  # torch.fx tracing: the graph's ops check their inputs when it runs
+            return
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             want = ", ".join(map(str, self.image_shape))
             raise ValueError(f"x must have shape [N, {want}] for dataset {self.config.dataset!r}, got {shape}")
 
     def _check_z(self, z: torch.Tensor) -> None:
+        if isinstance(z, torch.fx.Proxy):
+            return
         if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != self.latent_dim:
             shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
             raise ValueError(f"z must have shape [N, {self.latent_dim}], got {shape}")
@@ -287,7 +294,7 @@ def _heads(
     u, act = body.forward_pre(x)
     mu, _ = mu_head.forward_pre(u, act)  # the mean head ends in the identity
     in_act = None if act == IDENTITY else act
-    logvar = bk.bi_linear(u, logvar_head.weight, logvar_head.bias, activation=None, input_activation=in_act,
+    logvar = bi_linear(u, logvar_head.weight, logvar_head.bias, activation=None, input_activation=in_act,
                           backend=backend)  # fmt: skip
     return mu, logvar
 

@@ -20,19 +20,21 @@ from bvae import BiConv2d, BiLinear
 
 
 class Block(nn.Module):
-    """A residual block with a grouped and a dilated conv (left as they are: not supported yet)."""
+    """A residual block with a depthwise, a grouped dilated, a reflect-padded and an even 'same' conv."""
 
     def __init__(self, c: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(c)
         self.depthwise = nn.Conv2d(c, c, 3, padding=1, groups=c)
-        self.dilated = nn.Conv2d(c, c, 3, padding=2, dilation=2)
+        self.dilated = nn.Conv2d(c, c, 3, padding=2, dilation=2, groups=2)
+        self.reflect = nn.Conv2d(c, c, 3, padding=1, padding_mode="reflect")
+        self.even_same = nn.Conv2d(c, c, 2, padding="same", bias=False)
         self.conv2 = nn.Conv2d(c, c, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.bn(self.conv1(x)))
-        return x + self.conv2(self.dilated(self.depthwise(h)))
+        return x + self.conv2(self.even_same(self.reflect(self.dilated(self.depthwise(h)))))
 
 
 def small_resnet() -> nn.Module:
@@ -51,11 +53,14 @@ def small_resnet() -> nn.Module:
 def test_convert_keeps_outputs_gradients_and_state_dict():
     original = small_resnet().double()
     converted = small_resnet().double()
-    with pytest.warns(UserWarning, match=r"left as nn.Conv2d.*depthwise \(groups=8\).*dilated \(dilation=\(2, 2\)\)"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every conv converts: nothing is left behind with a warning
         assert bvae.convert(converted, backend="cpu") is converted
     swapped = [m for m in converted.modules() if isinstance(m, (BiConv2d, BiLinear))]
-    assert len(swapped) == 5 and all(m.reverse_bias is None for m in swapped)
-    assert type(converted[2].depthwise) is nn.Conv2d  # kept
+    assert len(swapped) == 9 and all(m.reverse_bias is None for m in swapped)
+    assert not any(type(m) is nn.Conv2d for m in converted.modules())
+    block = converted[2]
+    assert (block.depthwise.groups, block.dilated.dilation, block.reflect.padding_mode) == (8, (2, 2), "reflect")
     assert set(converted.state_dict()) == set(original.state_dict())
     x = torch.randn(2, 3, 10, 10, dtype=torch.float64, requires_grad=True)
     outs = []
@@ -167,12 +172,71 @@ def test_fx_symbolic_trace_records_one_node_per_layer():
         bvae.convert(model, backend="cpu")
     traced = torch.fx.symbolic_trace(model.eval())
     ops = [n.target.__name__ for n in traced.graph.nodes if n.op == "call_function" and hasattr(n.target, "__name__")]
-    assert ops.count("bi_conv2d") == 4 and ops.count("bi_linear") == 1, ops
+    assert ops.count("bi_conv2d") == 8 and ops.count("bi_linear") == 1, ops
     x = torch.randn(2, 3, 10, 10)
     assert torch.equal(traced(x), model(x))
     ShapeProp(traced).propagate(x)
     layer = bvae.BiLinear(4, 3, activation="sigmoid")
     assert torch.equal(torch.fx.symbolic_trace(layer)(torch.ones(2, 4)), layer(torch.ones(2, 4)))
+
+
+class _Reverse(nn.Module):
+    """A module whose forward is `net.reverse` (symbolic_trace traces forward)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net.reverse(z)
+
+
+def test_fx_symbolic_trace_through_the_containers_both_directions():
+    """BiSequential (strided convs, a residual block, an even 'same' conv, flatten, dense) traces through its layers in
+    both directions, chained as it runs, and the graph computes what the module computes (gradients included);
+    the reverse reads z's size when the graph runs, so the traced decoder takes another batch size."""
+    from bvae.blocks import BiFlatten, BiResBlock, BiSequential
+
+    torch.manual_seed(0)
+    net = BiSequential(
+        BiConv2d(1, 4, 4, stride=2, padding=1, backend="cpu"),
+        BiResBlock(4, backend="cpu", reverse_scale=True),
+        BiConv2d(4, 4, 2, padding="same", groups=2, backend="cpu"),
+        BiFlatten((4, 4, 4)),
+        BiLinear(64, 8, backend="cpu"),
+        input_shape=(1, 8, 8),
+    ).double()
+    forward, reverse = torch.fx.symbolic_trace(net), torch.fx.symbolic_trace(_Reverse(net))
+    nodes = [n.target.__name__ for n in reverse.graph.nodes if n.op == "call_function" and callable(n.target)]
+    assert nodes.count("bi_conv2d_reverse") == 4 and nodes.count("bi_linear_reverse") == 1, nodes
+    for traced, fn, shape in ((forward, net, (3, 1, 8, 8)), (reverse, net.reverse, (5, 8))):
+        x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        got, want = traced(x), fn(x)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        grads = [torch.autograd.grad(y.square().sum(), x)[0] for y in (got, want)]
+        torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["bvae", "vae"])
+def test_fx_symbolic_trace_of_a_model_encode_and_decode(kind: str):
+    """A model's encode / decode trace through their ops (the objective in `forward`, a loss that branches on
+    dtypes, does not: trace encode / decode / reconstruct)."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    model = bvae.build_model(kind=kind, dataset="fashion-mnist", latent_dim=4, backend="cpu")
+
+    class Reconstruct(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.model.decode(self.model.encode(x)[0])
+
+    traced = torch.fx.symbolic_trace(Reconstruct())
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(traced(x), model.reconstruct(x))
+    ShapeProp(traced).propagate(x)
 
 
 def test_jit_trace_of_both_directions():

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not BACKENDS_UNDER_TEST, reason="no fused backen
 
 
 def _dtype(backend) -> torch.dtype:  # noqa: ANN001
-    return torch.float64 if torch.float64 in backend.dtypes else torch.float32
+    return torch.float64 if backend.float64 else torch.float32
 
 
 def _pairs(backend) -> list[tuple[str, nn.Module, nn.Module, torch.Tensor]]:  # noqa: ANN001
@@ -35,17 +35,27 @@ def _pairs(backend) -> list[tuple[str, nn.Module, nn.Module, torch.Tensor]]:  # 
         ref_t.weight.copy_(conv.weight), ref_t.bias.copy_(conv.reverse_bias)
 
     class Reverse(nn.Module):
-        def __init__(self, layer: bvae.BiConv2d) -> None:
+        def __init__(self, layer: bvae.BiConv2d, upsample: int = 2) -> None:
             super().__init__()
-            self.layer = layer
+            self.layer, self.upsample = layer, upsample
 
         def forward(self, z: torch.Tensor) -> torch.Tensor:
-            return self.layer.reverse(z, output_size=(2 * z.shape[-2], 2 * z.shape[-1]))
+            return self.layer.reverse(z, output_size=(self.upsample * z.shape[-2], self.upsample * z.shape[-1]))
 
+    geometry = {"padding": 2, "dilation": 2, "groups": 2}  # grouped and dilated, reflect-padded forward
+    grouped = bvae.BiConv2d(4, 4, 3, padding_mode="reflect", activation=None, backend=backend.name, **geometry)
+    grouped = grouped.to(**opts)
+    ref_grouped = nn.Conv2d(4, 4, 3, padding_mode="reflect", **geometry).to(**opts)
+    ref_grouped.load_state_dict(grouped.state_dict(), strict=False)
+    ref_grouped_t = nn.ConvTranspose2d(4, 4, 3, **geometry).to(**opts)
+    with torch.no_grad():
+        ref_grouped_t.weight.copy_(grouped.weight), ref_grouped_t.bias.copy_(grouped.reverse_bias)
     return [
         ("linear", lin, ref_lin, torch.randn(5, **opts)),
         ("conv2d", conv, ref_conv, torch.randn(2, 4, 4, **opts)),
         ("conv_transpose2d", Reverse(conv), ref_t, torch.randn(3, 2, 2, **opts)),
+        ("conv2d-grouped-dilated", grouped, ref_grouped, torch.randn(4, 5, 5, **opts)),
+        ("conv_transpose2d-grouped-dilated", Reverse(grouped, 1), ref_grouped_t, torch.randn(4, 5, 5, **opts)),
     ]
 
 
@@ -84,7 +94,7 @@ def test_per_sample_gradients_match_the_nn_modules(backend) -> None:
         for key in out[1]:
             mine = out[0][key if key in out[0] else f"layer.{key}"]
             want = out[1][key]
-            if name == "conv_transpose2d" and key == "bias":  # nn's bias is our reverse_bias
+            if name.startswith("conv_transpose2d") and key == "bias":  # nn's bias is our reverse_bias
                 continue
             assert rel_err(mine, want) <= TOL[_dtype(backend)], (name, key)
 
