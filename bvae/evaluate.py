@@ -216,7 +216,7 @@ def _model_label(meta: dict) -> str:
 
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("torchmetrics", "sklearn"):
+    for name in ("sklearn",):  # the GMM sampler and the downstream probes (PSNR / SSIM are bvae.metrics own)
         try:
             out[name] = __import__(name).__version__
         except ImportError:

@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -43,6 +42,7 @@ from ._checks import (
     positive_int_arg,
     seed_arg,
 )
+from .metrics import psnr_per_image, ssim_per_image
 from .models import DATASETS, VARIANTS, ModelConfig, build_model
 
 CHECKPOINT_FORMAT = "bvae-checkpoint"
@@ -76,32 +76,6 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Peak signal-to-noise ratio per image [N], in dB (images in [0, data_range])."""
-    mse = (x.float() - y.float()).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(data_range**2 / mse.clamp_min(1e-12))
-
-
-def ssim(
-    x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5
-) -> torch.Tensor:
-    """Structural similarity per image [N] (Gaussian 11x11 window, sigma 1.5, reflect padding, as torchmetrics)."""
-    x, y = x.double(), y.double()
-    c, pad = x.shape[1], (window - 1) // 2
-    coords = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    kernel = (g[:, None] * g[None, :]).expand(c, 1, window, window).to(x.device)
-    blur = lambda t: F.conv2d(F.pad(t, (pad, pad, pad, pad), mode="reflect"), kernel, groups=c)
-    mu_x, mu_y = blur(x), blur(y)
-    sxx = (blur(x * x) - mu_x**2).clamp_min(0)
-    syy = (blur(y * y) - mu_y**2).clamp_min(0)
-    sxy = blur(x * y) - mu_x * mu_y
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
-    return s.flatten(1).mean(1).float()
-
-
 def _get_batch(dataset: Dataset, indices: torch.Tensor) -> torch.Tensor:
     if hasattr(dataset, "batch"):
         return dataset.batch(indices)[0]
@@ -120,8 +94,8 @@ def evaluate_reconstruction(
     for start in range(0, len(dataset), batch_size):
         x = _get_batch(dataset, torch.arange(start, min(start + batch_size, len(dataset)))).to(device)
         recon = model.reconstruct(x).float().clamp(0, 1)
-        psnrs.append(psnr(recon, x))
-        ssims.append(ssim(recon, x))
+        psnrs.append(psnr_per_image(recon, x))
+        ssims.append(ssim_per_image(recon, x))
     model.train(was_training)
     return {"psnr": torch.cat(psnrs).mean().item(), "ssim": torch.cat(ssims).mean().item()}
 
@@ -943,10 +917,8 @@ __all__ = [
     "fit",
     "load_checkpoint",
     "load_model",
-    "psnr",
     "register_cli",
     "save_checkpoint",
     "save_image_grid",
     "set_seed",
-    "ssim",
 ]

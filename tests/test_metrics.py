@@ -266,8 +266,23 @@ def test_inception_fid_skips_cleanly_without_weights(tmp_path):
     assert out[0, :, 0].tolist() == [[0, 128, 255]] * 3
 
 
+def test_psnr_and_ssim_match_torchmetrics():
+    """The one PSNR / SSIM (training's test PSNR and `bvae eval` use it) against torchmetrics' definitions."""
+    tm = pytest.importorskip("torchmetrics.functional.image")
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(5, 1, 28, 28, generator=g)
+    b = (a + 0.1 * torch.randn(a.shape, generator=g)).clamp(0, 1)
+    want = tm.structural_similarity_index_measure(b.double(), a.double(), data_range=1.0, reduction="none")
+    assert torch.allclose(metrics.ssim_per_image(b, a).double(), want, atol=1e-6)
+    c = torch.rand(2, 3, 16, 16, generator=g)  # several channels
+    want = tm.structural_similarity_index_measure(c.double(), (c * 0.9).double(), data_range=1.0, reduction="none")
+    assert torch.allclose(metrics.ssim_per_image(c, c * 0.9).double(), want, atol=1e-6)
+    want = tm.peak_signal_noise_ratio(b.double(), a.double(), data_range=1.0, reduction="none", dim=(1, 2, 3))
+    assert torch.allclose(metrics.psnr_per_image(b, a).double(), want, atol=1e-4)
+
+
 def test_ssim_in_chunks_equals_one_call():
-    """A whole test set in one torchmetrics call asked for 38 GB; chunks give the same numbers."""
+    """A whole test set's maps at once asked for 38 GB; chunks give the same numbers."""
     g = torch.Generator().manual_seed(0)
     a = torch.rand(23, 1, 28, 28, generator=g)
     b = (a + 0.05 * torch.randn(a.shape, generator=g)).clamp(0, 1)
