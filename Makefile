@@ -8,7 +8,7 @@ OUT ?= demo-out
 # torch first (the CPU build from the local file on the project's machines), then the package, built in place.
 deps:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
-	$(PIP) install -q numpy packaging tqdm ninja pytest pytest-benchmark ruff matplotlib scikit-learn torchmetrics
+	$(PIP) install -q numpy packaging tqdm ninja pytest pytest-benchmark pytest-timeout ruff matplotlib scikit-learn torchmetrics
 	$(PYTHON) -c "import triton" 2>/dev/null || $(PIP) install -q "triton==3.9.0" \
 	  || echo "triton not installed: the triton backend and its tests are skipped"
 

@@ -5,14 +5,12 @@ and gradients in float64, the same state_dict, DDP with default settings; plus t
 from __future__ import annotations
 
 import os
-import socket
 import warnings
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from ddp_harness import run_ranks
 from torch import nn
 
 import bvae
@@ -104,38 +102,25 @@ def test_drop_in_details():
             BiLinear(bad, 2)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        model = small_resnet()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            bvae.convert(model, backend="cpu")
-        ddp = nn.parallel.DistributedDataParallel(model)  # default settings: every parameter must get a gradient
-        opt = torch.optim.AdamW(ddp.parameters(), lr=1e-2)
-        g = torch.Generator().manual_seed(rank)
-        for _ in range(3):
-            x, target = torch.randn(4, 3, 8, 8, generator=g), torch.randn(4, 5, generator=g)
-            opt.zero_grad()
-            nn.functional.mse_loss(ddp(x), target).backward()
-            opt.step()
-        torch.save(model.state_dict(), os.path.join(out, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def _ddp_worker(rank: int, world: int, out: str) -> None:
+    model = small_resnet()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bvae.convert(model, backend="cpu")
+    ddp = nn.parallel.DistributedDataParallel(model)  # default settings: every parameter must get a gradient
+    opt = torch.optim.AdamW(ddp.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(rank)
+    for _ in range(3):
+        x, target = torch.randn(4, 3, 8, 8, generator=g), torch.randn(4, 5, generator=g)
+        opt.zero_grad()
+        nn.functional.mse_loss(ddp(x), target).backward()
+        opt.step()
+    torch.save(model.state_dict(), os.path.join(out, f"rank{rank}.pt"))
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_a_converted_model_trains_under_ddp_with_default_settings(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_ranks(_ddp_worker, tmp_path)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     start = small_resnet().state_dict()
     for name, w0 in r0.items():
