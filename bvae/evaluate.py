@@ -4,6 +4,10 @@ eval    CHECKPOINT -> eval.json (PSNR, SSIM, NLL, active units, probe accuracy, 
         weights exist) + PNG figures (reconstructions, interpolation, N(0,I) and GMM samples, t-SNE), and a table.
 sample  CHECKPOINT -> a grid of samples from N(0, I) or a Gaussian mixture fitted to training latents.
 compare RUN_DIR... -> one markdown table (model, parameters, NLL, AU, FID, PSNR, SSIM, rFID, accuracy).
+
+From Python: evaluate(EvalConfig(checkpoint=...)) and write_samples(SampleConfig(checkpoint=..., out=...)); the
+configs' defaults are the commands'. Checkpoints are read by bvae.checkpoint, the loader training resumes with,
+and the figures are drawn by bvae.figures.
 """
 
 from __future__ import annotations
@@ -14,15 +18,17 @@ import json
 import math
 import platform
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from bvae import metrics
+from bvae import checkpoint, metrics
 from bvae._checks import non_negative_arg, positive_int_arg, seed_arg
+from bvae.figures import save_grid, save_tsne
 
 ALL_METRICS = ("psnr", "ssim", "nll", "au", "acc", "fid")
 DEFAULT_BATCH = 256
@@ -32,27 +38,61 @@ class EvalError(Exception):
     """A user-facing failure (bad checkpoint, wrong dataset, missing data): printed without a traceback."""
 
 
+# ---------------------------------------------------------------------------------------------------- config
+@dataclass(frozen=True, kw_only=True)
+class CheckpointJob:
+    """What `bvae eval` and `bvae sample` share: the checkpoint, its data and how to run it (the CLI's defaults)."""
+
+    checkpoint: str | Path
+    dataset: str | None = None  # expected dataset: a checkpoint trained on another one is refused
+    data_dir: str | None = None
+    device: str = "cpu"
+    batch_size: int = DEFAULT_BATCH
+    seed: int = 0
+    gmm_components: int = 10
+    train_limit: int | None = None  # None: the whole training split (GMM, probe)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig(CheckpointJob):
+    """Which metrics and figures `evaluate` computes for one checkpoint, and where it writes them."""
+
+    out: str | Path = "eval_out"
+    metrics: tuple[str, ...] = ALL_METRICS
+    limit: int | None = None  # None: the whole test split
+    nll_samples: int = 1000
+    nll_limit: int | None = None
+    nll_batch_size: int = 16
+    au_threshold: float = 0.01
+    probe_iters: int = 200
+    fid_weights: str | None = None
+    tsne: int = 1000  # points in the t-SNE plot (0: no plot)
+    figures: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleConfig(CheckpointJob):
+    """How many images `write_samples` decodes, from which sampler, and where it writes them."""
+
+    out: str | Path
+    n: int = 64
+    sampler: str = "normal"
+    interpolate: bool = False
+
+
 # --------------------------------------------------------------------------------------------------- loading
-def load_checkpoint(path: str | Path, dataset: str | None = None, device: str = "cpu") -> tuple[nn.Module, dict]:
-    """Load a checkpoint with bvae.train.load_model; check it was trained on `dataset` when one is given."""
+def _open_checkpoint(path: str | Path, dataset: str | None = None, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """bvae.checkpoint.load_model's (model, meta), its failures as EvalErrors worded for `bvae eval` / `sample`."""
     path = Path(path)
-    if not path.exists():
-        raise EvalError(f"checkpoint not found: {path}")
     try:
-        from bvae.train import load_model
-    except ImportError as exc:
-        raise EvalError(f"bvae.train is unavailable, cannot load checkpoints: {exc}") from exc
-    try:
-        model, meta = load_model(str(path), map_location=device)
-    except (ValueError, RuntimeError, OSError, KeyError, EOFError) as exc:
+        model, meta = checkpoint.load_model(path, map_location=device, dataset=dataset)
+    except FileNotFoundError as exc:
+        raise EvalError(f"checkpoint not found: {path}") from exc
+    except checkpoint.DatasetMismatchError as exc:
+        raise EvalError(str(exc)) from exc
+    except (ValueError, RuntimeError, OSError) as exc:
         raise EvalError(f"cannot load checkpoint {path}: {exc}") from exc
-    if dataset is not None and _norm(meta.get("dataset")) != _norm(dataset):
-        raise EvalError(f"checkpoint {path} was trained on {meta.get('dataset')!r}, not on --dataset {dataset!r}")
-    return model.to(device).eval(), dict(meta)
-
-
-def _norm(name: Any) -> str:
-    return str(name).lower().replace("_", "-")
+    return model, dict(meta)
 
 
 def load_split(
@@ -151,64 +191,6 @@ def interpolate_latents(z0: torch.Tensor, z1: torch.Tensor, steps: int = 10) -> 
     return (1 - t) * z0.reshape(1, -1) + t * z1.reshape(1, -1)
 
 
-# --------------------------------------------------------------------------------------------------- figures
-def image_grid(images: torch.Tensor, nrow: int, pad: int = 1) -> np.ndarray:
-    """Tile [N, C, H, W] images in [0, 1] into one array [H', W'] (grey) or [H', W', 3]."""
-    n, c, h, w = images.shape
-    ncol = nrow
-    rows = math.ceil(n / ncol)
-    grid = np.ones((rows * (h + pad) + pad, ncol * (w + pad) + pad, c), dtype=np.float32)
-    arr = images.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
-    for i in range(n):
-        r, q = divmod(i, ncol)
-        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = arr[i]
-    return grid[..., 0] if c == 1 else grid
-
-
-def save_grid(images: torch.Tensor, nrow: int, path: Path, title: str | None = None) -> Path:
-    """Write an image grid as PNG (matplotlib Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    grid = image_grid(images, nrow)
-    fig, ax = plt.subplots(figsize=(max(2.0, grid.shape[1] / 30), max(1.0, grid.shape[0] / 30) + (0.4 if title else 0)))
-    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-    ax.axis("off")
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def save_tsne(mu: torch.Tensor, labels: torch.Tensor, path: Path, n: int = 2000, seed: int = 0) -> Path:
-    """t-SNE of (a subsample of) test latent means coloured by class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.manifold import TSNE
-
-    idx = np.random.default_rng(seed).permutation(len(mu))[: min(n, len(mu))]
-    z = mu[idx].double().numpy()
-    y = labels[idx].numpy()
-    perplexity = min(30.0, (len(idx) - 1) / 3)
-    emb = TSNE(n_components=2, init="pca", perplexity=perplexity, max_iter=500, random_state=seed).fit_transform(z)
-    fig, ax = plt.subplots(figsize=(6, 6))
-    sc = ax.scatter(emb[:, 0], emb[:, 1], c=y, cmap="tab10", s=4)
-    ax.legend(*sc.legend_elements(), title="class", fontsize=7, loc="best", markerscale=0.8)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(f"t-SNE of {len(idx)} test latent means")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 # ------------------------------------------------------------------------------------------------ evaluation
 def _model_label(meta: dict) -> str:
     return f"{str(meta.get('kind', '?')).upper()} ({meta.get('variant', '?')})"
@@ -234,33 +216,33 @@ def _fid_on(extract: Any, real: torch.Tensor, fake: torch.Tensor, batch_size: in
     return fd.compute()
 
 
-def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the requested metrics and figures for one checkpoint; return the eval.json payload."""
-    wanted = [m.strip().lower() for m in args.metrics.split(",") if m.strip()]
+def evaluate(config: EvalConfig) -> dict[str, Any]:
+    """Runs the configured metrics and figures for one checkpoint; writes and returns the eval.json payload."""
+    wanted = [m.strip().lower() for m in config.metrics if m.strip()]
     unknown = sorted(set(wanted) - set(ALL_METRICS))
     if unknown:
         raise EvalError(f"--metrics: unknown {unknown}; choose from {','.join(ALL_METRICS)}")
     for name in ("limit", "train_limit", "nll_limit", "nll_samples", "batch_size"):
-        value = getattr(args, name, None)
+        value = getattr(config, name)
         if value is not None and value < 1:
             raise EvalError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    torch.manual_seed(args.seed)
-    device = args.device
-    model, meta = load_checkpoint(args.checkpoint, args.dataset, device)
+    torch.manual_seed(config.seed)
+    device = config.device
+    model, meta = _open_checkpoint(config.checkpoint, config.dataset, device)
     dataset = meta["dataset"]
-    out = Path(args.out)
+    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    test_x, test_y = load_split(dataset, "test", args.data_dir, args.limit)
-    need_train = "acc" in wanted or args.figures
+    test_x, test_y = load_split(dataset, "test", config.data_dir, config.limit)
+    need_train = "acc" in wanted or config.figures
     train_x = train_y = None
     if need_train:
-        train_x, train_y = load_split(dataset, "train", args.data_dir, args.train_limit)
-        if args.figures:
-            _check_gmm_components(args.gmm_components, len(train_x))
+        train_x, train_y = load_split(dataset, "train", config.data_dir, config.train_limit)
+        if config.figures:
+            _check_gmm_components(config.gmm_components, len(train_x))
 
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
-    bs = args.batch_size
+    bs = config.batch_size
     test_mu = encode_all(model, test_x, bs, device, "encode test")
     recon = decode_all(model, test_mu, bs, device)
 
@@ -269,13 +251,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if "ssim" in wanted:
         results["ssim"] = float(metrics.ssim_per_image(recon, test_x).mean())
     if "au" in wanted:
-        count, _ = metrics.active_units(test_mu, args.au_threshold)
+        count, _ = metrics.active_units(test_mu, config.au_threshold)
         results["active_units"] = count
         results["latent_dim"] = int(test_mu.shape[1])
     if "nll" in wanted:
-        nll_x = test_x[: args.nll_limit] if args.nll_limit else test_x
+        nll_x = test_x[: config.nll_limit] if config.nll_limit else test_x
         nll = metrics.estimate_nll(
-            model, _batches(nll_x, args.nll_batch_size, device), args.nll_samples, seed=args.seed
+            model, _batches(nll_x, config.nll_batch_size, device), config.nll_samples, seed=config.seed
         )
         results["nll"] = nll["nll"]
         results["bits_per_dim"] = nll["bits_per_dim"]
@@ -287,26 +269,26 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if "acc" in wanted:
         kind, hidden = metrics.classifier_for(dataset)
         results["accuracy"] = metrics.downstream_accuracy(
-            train_mu, train_y, test_mu, test_y, kind, hidden, max_iter=args.probe_iters, seed=args.seed
+            train_mu, train_y, test_mu, test_y, kind, hidden, max_iter=config.probe_iters, seed=config.seed
         )
         results["probe"] = f"{kind}" + (f"-{hidden}" if kind == "mlp" else "")
     if "fid" in wanted:
-        extract, reason = metrics.inception_extractor(args.fid_weights)
+        extract, reason = metrics.inception_extractor(config.fid_weights)
         if extract is None:
             print(reason, file=sys.stderr)
             skipped["fid"] = skipped["rfid"] = reason
         else:
-            z = sample_latents(len(test_x), model.latent_dim, "normal", seed=args.seed)
+            z = sample_latents(len(test_x), model.latent_dim, "normal", seed=config.seed)
             samples = decode_all(model, z, bs, device)
             results["fid"] = _fid_on(extract, test_x, samples, bs, "FID")
             results["rfid"] = _fid_on(extract, test_x, recon, bs, "rFID")
 
     figures = []
-    if args.figures:
-        figures = make_figures(model, meta, test_x, test_y, test_mu, recon, train_mu, out, args)
+    if config.figures:
+        figures = make_figures(model, meta, test_x, test_y, test_mu, recon, train_mu, out, config)
 
     payload = {
-        "checkpoint": str(args.checkpoint),
+        "checkpoint": str(config.checkpoint),
         "model": {k: meta.get(k) for k in ("kind", "dataset", "variant", "latent_dim", "epoch")},
         "label": _model_label(meta),
         "parameters": int(sum(p.numel() for p in model.parameters())),
@@ -314,14 +296,14 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "skipped": skipped,
         "settings": {
             "metrics": wanted,
-            "limit": args.limit,
+            "limit": config.limit,
             "n_test": len(test_x),
             "n_train": None if train_x is None else len(train_x),
-            "nll_samples": args.nll_samples,
-            "au_threshold": args.au_threshold,
+            "nll_samples": config.nll_samples,
+            "au_threshold": config.au_threshold,
             "reconstruction": "decode(E_q[z|x]), clamped to [0, 1]",
             "nll_estimator": "log-mean-exp of p(x|z)p(z)/q(z|x) over K samples of q(z|x)",
-            "seed": args.seed,
+            "seed": config.seed,
             "device": device,
         },
         "figures": [str(f.name) for f in figures],
@@ -348,13 +330,13 @@ def make_figures(
     recon: torch.Tensor,
     train_mu: torch.Tensor | None,
     out: Path,
-    args: argparse.Namespace,
+    config: EvalConfig,
 ) -> list[Path]:
     """Reconstruction grid, interpolation strips, N(0,I)/GMM samples and t-SNE, as PNGs under `out`."""
     from tqdm.auto import tqdm
 
     label = _model_label(meta)
-    bs, device = args.batch_size, args.device
+    bs, device = config.batch_size, config.device
     steps = tqdm(total=5, desc="figures", leave=False)
     files = []
     k = min(8, len(test_x))
@@ -367,20 +349,50 @@ def make_figures(
             strips.append(decode_all(model, interpolate_latents(test_mu[a], test_mu[a + 1], 10), bs, device))
         files.append(save_grid(torch.cat(strips), 10, out / "interpolation.png", f"{label}: latent interpolation"))
     steps.update()
-    z = sample_latents(64, test_mu.shape[1], "normal", seed=args.seed)
+    z = sample_latents(64, test_mu.shape[1], "normal", seed=config.seed)
     files.append(save_grid(decode_all(model, z, bs, device), 8, out / "samples_normal.png", f"{label}: z ~ N(0, I)"))
     steps.update()
     if train_mu is not None:
-        gmm = fit_gmm(train_mu, args.gmm_components, args.seed)
-        z = sample_latents(64, test_mu.shape[1], "gmm", gmm, seed=args.seed)
-        title = f"{label}: z ~ GMM({args.gmm_components}) on train latents"
+        gmm = fit_gmm(train_mu, config.gmm_components, config.seed)
+        z = sample_latents(64, test_mu.shape[1], "gmm", gmm, seed=config.seed)
+        title = f"{label}: z ~ GMM({config.gmm_components}) on train latents"
         files.append(save_grid(decode_all(model, z, bs, device), 8, out / "samples_gmm.png", title))
     steps.update()
-    if args.tsne > 0 and len(test_mu) >= 10:
-        files.append(save_tsne(test_mu, test_y, out / "tsne.png", args.tsne, args.seed))
+    if config.tsne > 0 and len(test_mu) >= 10:
+        files.append(save_tsne(test_mu, test_y, out / "tsne.png", config.tsne, config.seed))
     steps.update()
     steps.close()
     return files
+
+
+def write_samples(config: SampleConfig) -> list[Path]:
+    """Decodes `config.n` samples from N(0, I) or a GMM on training latents into a grid PNG under `config.out`,
+    plus interpolation strips between test images when asked; returns the files written."""
+    if config.n < 1:
+        raise EvalError(f"--n must be >= 1, got {config.n}")
+    bs, device = config.batch_size, config.device
+    model, meta = _open_checkpoint(config.checkpoint, config.dataset, device)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    gmm = None
+    if config.sampler == "gmm":
+        train_x, _ = load_split(meta["dataset"], "train", config.data_dir, config.train_limit)
+        _check_gmm_components(config.gmm_components, len(train_x))
+        gmm = fit_gmm(encode_all(model, train_x, bs, device, "encode train"), config.gmm_components, config.seed)
+    z = sample_latents(config.n, model.latent_dim, config.sampler, gmm, config.seed)
+    images = decode_all(model, z, bs, device)
+    nrow = max(1, int(math.ceil(math.sqrt(config.n))))
+    label = _model_label(meta)
+    written = [save_grid(images, nrow, out / f"samples_{config.sampler}.png", f"{label}: {config.sampler} sampler")]
+    if config.interpolate:
+        test_x, _ = load_split(meta["dataset"], "test", config.data_dir, 16)
+        mu = encode_all(model, test_x, bs, device, "encode test")
+        strips = [
+            decode_all(model, interpolate_latents(mu[a], mu[a + 1], 10), bs, device)
+            for a in range(0, min(8, len(mu) - 1), 2)
+        ]
+        written.append(save_grid(torch.cat(strips), 10, out / "interpolation.png", f"{label}: interpolation"))
+    return written
 
 
 METRIC_ROWS = (
@@ -428,9 +440,18 @@ def compare_table(payloads: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
+_Job = TypeVar("_Job", bound=CheckpointJob)
+
+
+def _config_from_args(config_type: type[_Job], args: argparse.Namespace) -> _Job:
+    """The `config_type` of a parsed command line: each of its fields from the option of the same name."""
+    return config_type(**{f.name: getattr(args, f.name) for f in fields(config_type)})
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    """`bvae eval`: 0 when eval.json is written, 2 (with a message) on a user's mistake."""
     try:
-        payload = evaluate(args)
+        payload = evaluate(_config_from_args(EvalConfig, args))
     except EvalError as exc:
         print(f"bvae eval: error: {exc}", file=sys.stderr)
         return 2
@@ -443,32 +464,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    """`bvae sample`: 0 when the grids are written, 2 (with a message) on a user's mistake."""
     try:
-        if args.n < 1:
-            raise EvalError(f"--n must be >= 1, got {args.n}")
-        model, meta = load_checkpoint(args.checkpoint, args.dataset, args.device)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        gmm = None
-        if args.sampler == "gmm":
-            train_x, _ = load_split(meta["dataset"], "train", args.data_dir, args.train_limit)
-            _check_gmm_components(args.gmm_components, len(train_x))
-            gmm = fit_gmm(
-                encode_all(model, train_x, args.batch_size, args.device, "encode train"), args.gmm_components, args.seed
-            )
-        z = sample_latents(args.n, model.latent_dim, args.sampler, gmm, args.seed)
-        images = decode_all(model, z, args.batch_size, args.device)
-        nrow = max(1, int(math.ceil(math.sqrt(args.n))))
-        label = _model_label(meta)
-        written = [save_grid(images, nrow, out / f"samples_{args.sampler}.png", f"{label}: {args.sampler} sampler")]
-        if args.interpolate:
-            test_x, _ = load_split(meta["dataset"], "test", args.data_dir, 16)
-            mu = encode_all(model, test_x, args.batch_size, args.device, "encode test")
-            strips = [
-                decode_all(model, interpolate_latents(mu[a], mu[a + 1], 10), args.batch_size, args.device)
-                for a in range(0, min(8, len(mu) - 1), 2)
-            ]
-            written.append(save_grid(torch.cat(strips), 10, out / "interpolation.png", f"{label}: interpolation"))
+        written = write_samples(_config_from_args(SampleConfig, args))
     except (EvalError, ValueError) as exc:
         print(f"bvae sample: error: {exc}", file=sys.stderr)
         return 2
@@ -501,6 +499,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(text.split(","))
+
+
 def _positive_or_none(text: str) -> int | None:
     return None if text.lower() in ("none", "all", "0") else int(text)
 
@@ -515,10 +517,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="expected dataset; an error if the checkpoint was trained on another",
     )
     p.add_argument("--data-dir", default=None, help="dataset directory (nothing is downloaded)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--batch-size", type=positive_int_arg, default=DEFAULT_BATCH)
-    p.add_argument("--seed", type=seed_arg, default=0)
-    p.add_argument("--gmm-components", type=positive_int_arg, default=10, help="mixture components of the GMM sampler")
+    p.add_argument("--device", default=CheckpointJob.device, help="torch device (default cpu)")
+    p.add_argument("--batch-size", type=positive_int_arg, default=CheckpointJob.batch_size)
+    p.add_argument("--seed", type=seed_arg, default=CheckpointJob.seed)
+    p.add_argument(
+        "--gmm-components",
+        type=positive_int_arg,
+        default=CheckpointJob.gmm_components,
+        help="mixture components of the GMM sampler",
+    )
     p.add_argument(
         "--train-limit",
         type=_positive_or_none,
@@ -531,27 +538,48 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add the eval, sample and compare subcommands to the `bvae` CLI."""
     p = subparsers.add_parser("eval", help="evaluate a checkpoint: eval.json, figures and a table")
     _add_common(p)
-    p.add_argument("--metrics", default=",".join(ALL_METRICS), help=f"comma list of {','.join(ALL_METRICS)}")
     p.add_argument(
-        "--nll-samples", type=positive_int_arg, default=1000, help="importance samples K per image (paper: 1000)"
+        "--metrics",
+        type=_comma_list,
+        default=EvalConfig.metrics,
+        help=f"comma list of {','.join(ALL_METRICS)}",
+    )
+    p.add_argument(
+        "--nll-samples",
+        type=positive_int_arg,
+        default=EvalConfig.nll_samples,
+        help="importance samples K per image (paper: 1000)",
     )
     p.add_argument("--nll-limit", type=int, default=None, help="NLL on only the first N test images")
     p.add_argument(
-        "--nll-batch-size", type=positive_int_arg, default=16, help="images per NLL batch (x K samples decoded)"
+        "--nll-batch-size",
+        type=positive_int_arg,
+        default=EvalConfig.nll_batch_size,
+        help="images per NLL batch (x K samples decoded)",
     )
     p.add_argument("--limit", type=_positive_or_none, default=None, help="use only the first N test images")
-    p.add_argument("--au-threshold", type=non_negative_arg, default=0.01, help="active if Cov_x(E_q[z_u]) exceeds this")
-    p.add_argument("--probe-iters", type=positive_int_arg, default=200, help="max iterations of the downstream probe")
+    p.add_argument(
+        "--au-threshold",
+        type=non_negative_arg,
+        default=EvalConfig.au_threshold,
+        help="active if Cov_x(E_q[z_u]) exceeds this",
+    )
+    p.add_argument(
+        "--probe-iters",
+        type=positive_int_arg,
+        default=EvalConfig.probe_iters,
+        help="max iterations of the downstream probe",
+    )
     p.add_argument("--fid-weights", default=None, help="local Inception-v3 weights (torch-fidelity pt_inception)")
-    p.add_argument("--tsne", type=int, default=1000, help="points in the t-SNE plot (0: no plot)")
+    p.add_argument("--tsne", type=int, default=EvalConfig.tsne, help="points in the t-SNE plot (0: no plot)")
     p.add_argument("--no-figures", dest="figures", action="store_false", help="skip the PNG figures")
-    p.add_argument("--out", default="eval_out", help="output directory (eval.json, PNGs)")
+    p.add_argument("--out", default=EvalConfig.out, help="output directory (eval.json, PNGs)")
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("sample", help="decode samples from N(0, I) or a GMM on training latents")
     _add_common(p)
-    p.add_argument("--n", type=positive_int_arg, default=64, help="number of samples")
-    p.add_argument("--sampler", choices=("normal", "gmm"), default="normal")
+    p.add_argument("--n", type=positive_int_arg, default=SampleConfig.n, help="number of samples")
+    p.add_argument("--sampler", choices=("normal", "gmm"), default=SampleConfig.sampler)
     p.add_argument("--interpolate", action="store_true", help="also write interpolation strips of test images")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=cmd_sample)

@@ -4,8 +4,8 @@ Determinism: epoch e visits the training set in the order torch.randperm(n, seed
 checkpoint written at the end of each epoch holds the model, optimizer, scheduler and RNG states, so a run
 resumed from it continues bit for bit (on CPU) as if it had never stopped.
 
-Checkpoints are plain dicts of tensors and JSON strings, written with torch.save to a temporary file and
-moved into place with os.replace (never a half-written file), and read with weights_only=True.
+Checkpoints are written and read by bvae.checkpoint (atomic writes, validated reads), the same code that
+`bvae eval` and `bvae sample` load them with; the demo's figures are drawn by bvae.figures.
 
 Under torchrun (WORLD_SIZE > 1) `bvae train` initializes the process group (NCCL on GPU, gloo on CPU),
 wraps the model in DistributedDataParallel and gives each rank a disjoint slice of every epoch's order.
@@ -42,12 +42,11 @@ from ._checks import (
     positive_int_arg,
     seed_arg,
 )
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_weights, save_checkpoint, unwrap
+from .figures import save_image_rows
 from .metrics import psnr_per_image, ssim_per_image
 from .models import DATASETS, VARIANTS, ModelConfig, build_model
 
-CHECKPOINT_FORMAT = "bvae-checkpoint"
-CHECKPOINT_VERSION = 1
-CHECKPOINT_NAME = "checkpoint.pt"
 # the CLI's KL warm-up: the first quarter of training (measured on the demo, see README "Training recipe")
 DEFAULT_KL_WARMUP = 0.25
 # the reverse log-scales' lr relative to the weights' (see param_groups)
@@ -63,11 +62,6 @@ def set_seed(seed: int) -> None:
 
     random.seed(seed)
     torch.manual_seed(seed)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel (or the model itself)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def _dist_info() -> tuple[int, int]:
@@ -124,159 +118,6 @@ def evaluate_loss(
                 sums[key] = sums.get(key, 0.0) + float(value) * x.shape[0]
     core.train(was_training)
     return {k: v / len(dataset) for k, v in sums.items()}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# checkpoints
-# ----------------------------------------------------------------------------------------------------------
-def save_checkpoint(
-    path: str | os.PathLike,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Writes model config (JSON) + state_dicts + RNG states atomically (temp file, fsync, os.replace)."""
-    core = unwrap(model)
-    if not hasattr(core, "config"):
-        raise ValueError("save_checkpoint: model has no .config (build it with bvae.build_model)")
-    try:
-        extra_json = json.dumps(extra or {})
-    except TypeError as exc:
-        raise ValueError(f"save_checkpoint: extra must be JSON-serializable ({exc})") from exc
-    rng: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "config": json.dumps(core.config.to_dict()),
-        "model": core.state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "rng": rng,
-        "extra": extra_json,
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write (a full disk) as a RuntimeError
-        raise OSError(f"could not write checkpoint {path} (disk full or not writable?): {exc}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Deletes `.<name>.tmp-<pid>` files a killed writer left beside `path` (their process is gone)."""
-    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
-        except (ProcessLookupError, OverflowError):  # gone (or never a pid)
-            tmp.unlink(missing_ok=True)
-        except PermissionError:  # alive, under another user: its file
-            pass
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Reads and validates a checkpoint; config and extra come back as dicts. ValueError if corrupt."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to unpickle means a corrupt or foreign file
-        raise ValueError(f"{path} is not a readable bvae checkpoint (corrupt or truncated?): {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a bvae checkpoint (no format={CHECKPOINT_FORMAT!r} marker)")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: checkpoint version {payload.get('version')!r} is not {CHECKPOINT_VERSION}")
-    try:
-        payload["config"] = json.loads(payload["config"])
-        payload["extra"] = json.loads(payload["extra"])
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: checkpoint config/extra are missing or not JSON ({exc})") from exc
-    _validate_payload(path, payload)
-    return payload
-
-
-def _validate_payload(path: Path, payload: dict[str, Any]) -> None:
-    """Every field a reader uses has the type it expects (a crafted or damaged file gives a ValueError)."""
-    model = payload.get("model")
-    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
-        raise ValueError(f"{path}: checkpoint has no model state_dict (a dict of tensors)")
-    config, extra = payload["config"], payload["extra"]
-    if not isinstance(config, dict) or not {"kind", "dataset", "variant", "latent_dim"} <= set(config):
-        raise ValueError(f"{path}: the checkpoint's model config must name kind, dataset, variant and latent_dim")
-    if not isinstance(extra, dict):
-        raise ValueError(f"{path}: the checkpoint's extra field must be a JSON object")
-    for key in ("optimizer", "scheduler"):
-        if payload.get(key) is not None and not isinstance(payload[key], dict):
-            raise ValueError(f"{path}: the checkpoint's {key} state must be a dict or absent")
-    rng = payload.get("rng")
-    if not isinstance(rng, dict) or not isinstance(rng.get("torch"), torch.Tensor):
-        raise ValueError(f"{path}: the checkpoint's RNG state is missing or not a tensor")
-    for key, kind in (("epoch", int), ("dataset_size", int), ("history", list)):
-        if key in extra and not isinstance(extra[key], kind):
-            raise ValueError(f"{path}: the checkpoint's {key} must be {kind.__name__}, got {extra[key]!r:.60}")
-
-
-def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path | str) -> None:
-    try:
-        unwrap(model).load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: the checkpoint's weights do not match the model: {exc}") from exc
-
-
-def load_model(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu", backend: str | None = "saved"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuilds the model from a checkpoint: (model in eval mode, meta with kind/dataset/variant/latent_dim/epoch).
-
-    `backend` overrides the saved backend ("saved" keeps it; None = the device default).
-    """
-    ckpt = load_checkpoint(path, map_location)
-    config = dict(ckpt["config"])
-    if backend != "saved":
-        config["backend"] = backend
-    elif not _serves(config.get("backend"), torch.device(map_location).type):
-        config["backend"] = None  # e.g. trained with "triton" on a GPU, evaluated on a CPU: the device default
-    try:
-        model = build_model(**config)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: the checkpoint's model config is invalid: {exc}") from exc
-    _load_weights(model, ckpt["model"], path)
-    model.to(map_location).eval()
-    extra = ckpt["extra"]
-    meta = {key: config[key] for key in ("kind", "dataset", "variant", "latent_dim")}
-    meta["epoch"] = int(extra.get("epoch", 0))
-    meta["config"] = config
-    meta.update({k: v for k, v in extra.items() if k not in meta})
-    return model, meta
-
-
-def _serves(backend: object, device_type: str) -> bool:
-    """Whether op backend `backend` can run on `device_type` here (None, the device default, always can)."""
-    if backend is None:
-        return True
-    from bvae_kernels.backends import impl_for
-
-    try:
-        impl_for(backend, device_type)
-    except (ValueError, TypeError):
-        return False
-    return True
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -402,7 +243,7 @@ def fit(
                 f"resume: checkpoint was trained on {ckpt['extra']['dataset_size']} images, this run has {n} "
                 "(the one-cycle schedule is laid out for the first run's steps): use the same data and --limit"
             )
-        _load_weights(model, ckpt["model"], resume)
+        load_weights(model, ckpt["model"], resume)
         if ckpt["optimizer"] is None or ckpt["scheduler"] is None:
             raise ValueError(f"resume: checkpoint {resume} has no optimizer/scheduler state")
         try:
@@ -502,36 +343,6 @@ def fit(
             if world > 1:
                 dist.barrier()
     return TrainResult(end_epoch, history, None, "", last_good)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# images
-# ----------------------------------------------------------------------------------------------------------
-def save_image_grid(rows: list[tuple[str, torch.Tensor]], path: str | os.PathLike, title: str = "") -> None:
-    """One row of images per (label, [N, C, H, W] tensor in [0, 1]), written as a PNG (matplotlib, Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = max(t.shape[0] for _, t in rows)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(cols * 0.9, len(rows) * 1.0 + 0.4), squeeze=False)
-    for r, (label, images) in enumerate(rows):
-        for c in range(cols):
-            ax = axes[r][c]
-            ax.axis("off")
-            if c < images.shape[0]:
-                img = images[c].detach().float().clamp(0, 1).cpu()
-                if img.shape[0] == 1:
-                    ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1)
-                else:
-                    ax.imshow(img.permute(1, 2, 0).numpy())
-        axes[r][0].set_title(label, fontsize=8, loc="left")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -788,21 +599,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             dist.destroy_process_group()
 
 
-def _demo_data(args: argparse.Namespace) -> tuple[Dataset, Dataset, str]:
+def _demo_data(data_dir: str | None, bundled: bool, train_size: int, test_size: int) -> tuple[Dataset, Dataset, str]:
+    """(train, test, source) for the demo: Fashion-MNIST found on this machine, else the bundled sample.
+
+    A `data_dir` that holds no Fashion-MNIST is an error rather than a silent switch to the sample.
+    """
     from .data import demo_dataset, load_dataset
 
-    if not args.bundled:
+    if not bundled:
         try:
             train, test = (
-                load_dataset("fashion-mnist", "train", args.data_dir),
-                load_dataset("fashion-mnist", "test", args.data_dir),
+                load_dataset("fashion-mnist", "train", data_dir),
+                load_dataset("fashion-mnist", "test", data_dir),
             )
-            return _subset(train, args.train_size), _subset(test, args.test_size), train.source
+            return _subset(train, train_size), _subset(test, test_size), train.source
         except (FileNotFoundError, ValueError) as exc:
-            if args.data_dir is not None:  # asked for by name: an error, not a silent switch to the sample
-                raise FileNotFoundError(f"--data-dir {args.data_dir!r}: {exc}") from exc
+            if data_dir is not None:
+                raise FileNotFoundError(f"--data-dir {data_dir!r}: {exc}") from exc
     train, test = demo_dataset("train"), demo_dataset("test")
-    return _subset(train, args.train_size), _subset(test, args.test_size), train.source
+    return _subset(train, train_size), _subset(test, test_size), train.source
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -812,7 +627,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     torch.set_num_threads(threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    train_set, test_set, source = _demo_data(args)
+    train_set, test_set, source = _demo_data(args.data_dir, args.bundled, args.train_size, args.test_size)
     if args.backend == "cpu":
         import bvae_kernels as bk
 
@@ -877,12 +692,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with torch.no_grad():
         x = _get_batch(test_set, torch.arange(min(12, len(test_set))))
         rows = [("test images", x)] + [(f"{k.upper()} reconstruction", models[k].reconstruct(x)) for k in models]
-        save_image_grid(rows, out / "reconstructions.png", "Fashion-MNIST test reconstructions, decode(mu(x))")
+        save_image_rows(rows, out / "reconstructions.png", "Fashion-MNIST test reconstructions, decode(mu(x))")
         sample_rows = []
         for k, m in models.items():
             samples = m.sample(24, generator=torch.Generator().manual_seed(args.seed))
             sample_rows += [(f"{k.upper()} samples", samples[:12]), ("", samples[12:])]
-        save_image_grid(sample_rows, out / "samples.png", "decode(z), z ~ N(0, I) (same z for both models)")
+        save_image_rows(sample_rows, out / "samples.png", "decode(z), z ~ N(0, I) (same z for both models)")
     wall = time.perf_counter() - t_start
     metrics = {
         **results,
@@ -915,10 +730,6 @@ __all__ = [
     "cmd_train",
     "evaluate_reconstruction",
     "fit",
-    "load_checkpoint",
-    "load_model",
     "register_cli",
-    "save_checkpoint",
-    "save_image_grid",
     "set_seed",
 ]

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from bvae.train import load_model
+from bvae.checkpoint import load_model
 
 
 def weight_norms(checkpoint: Path) -> dict[str, dict[str, float]]:

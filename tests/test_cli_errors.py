@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from bvae import build_model
+from bvae.checkpoint import save_checkpoint
 from bvae.cli import main
-from bvae.train import save_checkpoint
 
 
 @pytest.fixture

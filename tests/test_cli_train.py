@@ -36,7 +36,7 @@ def test_train_without_reverse_scale(tmp_path):
     out = tmp_path / "plain"
     argv = ["train", "--limit", "16", "--epochs", "1", "--batch-size", "8", "--out", str(out), "--no-reverse-scale"]
     assert main(argv + TINY) == 0
-    from bvae.train import load_model
+    from bvae.checkpoint import load_model
 
     model, _ = load_model(out / "checkpoint.pt")
     assert model.config.reverse_scale is False

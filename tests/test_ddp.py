@@ -35,7 +35,7 @@ def test_ddp_two_gloo_processes_agree(tmp_path):
     assert not torch.equal(r0["state"]["mu_head.weight"], r0["init"]["mu_head.weight"])
     # each rank saw its own half of every epoch: 20 images per rank per epoch
     assert r0["steps_images"][0]["images_per_sec"] > 0
-    from bvae.train import load_model
+    from bvae.checkpoint import load_model
 
     model, meta = load_model(tmp_path / "checkpoint.pt")  # written by rank 0 only
     assert meta["epoch"] == 2

@@ -1,8 +1,9 @@
 """`bvae eval`, `bvae sample`, `bvae compare` and the NLL plumbing, on small stand-in models.
 
 The stand-ins have the model interface (encode, decode, decode_logits, likelihood, latent_dim, image_shape,
-config.to_dict) so these tests do not depend on the real architectures; the integration tests at the end
-use bvae.train / bvae.data when they are present.
+config.to_dict) so these tests do not depend on the real architectures: only the checkpoint file and the
+architecture are stood in for, bvae.checkpoint.load_model itself runs. The integration tests at the end use
+real models, bvae.train and bvae.data.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from bvae import cli, evaluate, metrics
+from bvae import checkpoint, cli, evaluate, figures, metrics
 
 IMAGE_SHAPE = (1, 16, 16)
 
@@ -111,7 +112,7 @@ def test_interpolation_and_samplers():
 
 def test_image_grid_layout():
     images = torch.stack([torch.full((1, 2, 2), v) for v in (0.0, 0.25, 0.5, 0.75, 1.0)])
-    grid = evaluate.image_grid(images, nrow=2, pad=1)
+    grid = figures.image_grid(images, nrow=2, pad=1)
     assert grid.shape == (3 * 3 + 1, 2 * 3 + 1)
     assert grid[1, 1] == 0.0 and grid[1, 4] == 0.25 and grid[4, 1] == 0.5 and grid[7, 1] == 1.0
     assert grid[7, 4] == 1.0 and grid[0, 0] == 1.0  # empty cell and padding are white
@@ -119,16 +120,16 @@ def test_image_grid_layout():
 
 @pytest.fixture
 def standin_env(monkeypatch, tmp_path):
-    """Route checkpoint and data loading to the stand-in model and synthetic splits."""
+    """Route checkpoint reading and model building to the stand-in model, and data loading to synthetic splits."""
     torch.manual_seed(0)
     model = StandIn()
-    meta = {"kind": "bvae", "dataset": "fashion-mnist", "variant": "vae", "latent_dim": 3, "epoch": 1}
+    config = {"kind": "bvae", "dataset": "fashion-mnist", "variant": "vae", "latent_dim": 3}
 
-    def load_model(path, map_location="cpu"):
-        text = open(path).read()
+    def load_checkpoint(path, map_location="cpu"):
+        text = open(path).read()  # a missing file: FileNotFoundError, as from the real reader
         if text != "ok":
-            raise ValueError(f"{path} is not a bvae checkpoint")
-        return model, dict(meta)
+            raise ValueError(f"{path} is not a readable bvae checkpoint (corrupt or truncated?)")
+        return {"config": dict(config), "model": model.state_dict(), "extra": {"epoch": 1}}
 
     def load_dataset(name, split, data_dir=None, download=False):
         if data_dir is not None and "missing" in str(data_dir):
@@ -136,7 +137,8 @@ def standin_env(monkeypatch, tmp_path):
         x, y = _synthetic_split(120 if split == "train" else 60, seed=0 if split == "train" else 1)
         return list(zip(x, y.tolist(), strict=True))
 
-    monkeypatch.setitem(sys.modules, "bvae.train", types.SimpleNamespace(load_model=load_model))
+    monkeypatch.setattr(checkpoint, "load_checkpoint", load_checkpoint)
+    monkeypatch.setattr(checkpoint, "build_model", lambda **config: model)
     monkeypatch.setitem(sys.modules, "bvae.data", types.SimpleNamespace(load_dataset=load_dataset))
     ckpt = tmp_path / "model.pt"
     ckpt.write_text("ok")
@@ -144,7 +146,7 @@ def standin_env(monkeypatch, tmp_path):
 
 
 def _run(argv):
-    """Parse with only this module's commands (the stand-in modules replace bvae.train for the test)."""
+    """Parse with only this module's commands and run one, as `bvae` would (without its preflight checks)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="bvae")
@@ -258,17 +260,8 @@ def test_clear_errors(standin_env, tmp_path, capsys):
     assert "no eval.json" in capsys.readouterr().err
 
 
-# ------------------------------------------------------------------------------ with the real models, if present
-def _real_stack():
-    train = pytest.importorskip("bvae.train")
-    data = pytest.importorskip("bvae.data")
-    if not hasattr(train, "load_model"):
-        pytest.skip("bvae.train.load_model not available yet")
-    return train, data
-
-
+# ------------------------------------------------------------------------------------------ with the real models
 def test_real_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
-    _real_stack()
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(b"\x00not a checkpoint")
     assert cli.main(["eval", str(bad), "--out", str(tmp_path / "o")]) == 2
@@ -276,14 +269,14 @@ def test_real_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
 
 
 def test_real_missing_data_is_a_clear_error(tmp_path):
-    _, data = _real_stack()
     with pytest.raises(evaluate.EvalError, match="--data-dir"):
         evaluate.load_split("cifar10", "test", str(tmp_path / "empty"))
 
 
 def test_real_checkpoint_eval_end_to_end(tmp_path, capsys):
-    """An (untrained) real BVAE saved by bvae.train: eval runs, and a wrong --dataset is refused."""
-    train, data = _real_stack()
+    """An (untrained) real BVAE saved by bvae.checkpoint: eval runs, and a wrong --dataset is refused."""
+    from bvae import data
+
     try:
         data.load_dataset("fashion-mnist", "test")
     except FileNotFoundError:
@@ -292,7 +285,7 @@ def test_real_checkpoint_eval_end_to_end(tmp_path, capsys):
 
     torch.manual_seed(0)
     model = build_model(kind="bvae", dataset="fashion-mnist", latent_dim=4, variant="vae")
-    ckpt = train.save_checkpoint(tmp_path / "ckpt.pt", model, extra={"epoch": 0})
+    ckpt = checkpoint.save_checkpoint(tmp_path / "ckpt.pt", model, extra={"epoch": 0})
     out = tmp_path / "eval"
     argv = [
         "eval",
@@ -324,3 +317,54 @@ def test_eval_and_sample_counts_are_usage_errors(capsys, command, option):
         _run([command, "ckpt.pt", option, "0"])
     assert exc.value.code == 2
     assert f"argument {option}: must be a positive int, got '0'" in capsys.readouterr().err
+
+
+def test_a_checkpoint_written_by_fit_is_evaluated_through_the_one_loader(tmp_path, monkeypatch):
+    """fit's per-epoch checkpoint is what evaluate(EvalConfig) loads: the trained weights, its dataset checked."""
+    from bvae import data, train
+    from bvae.models import build_model
+
+    bundled = lambda name, split, data_dir=None, download=False: data.demo_dataset(split)  # the same data anywhere
+    monkeypatch.setattr(data, "load_dataset", bundled)
+    torch.manual_seed(0)
+    model = build_model("bvae", "fashion-mnist", latent_dim=3, width=4, hidden=16, backend="torch")
+    train.fit(model, data.demo_dataset("train").take(32), epochs=1, batch_size=16, out_dir=tmp_path, progress=False)
+    ckpt = tmp_path / checkpoint.CHECKPOINT_NAME
+
+    config = evaluate.EvalConfig(
+        checkpoint=ckpt, out=tmp_path / "eval", metrics=("psnr", "au"), limit=16, figures=False
+    )
+    payload = evaluate.evaluate(config)
+    assert payload["model"]["epoch"] == 1 and payload["training"]["epochs"] == 1
+    assert payload["settings"]["n_test"] == 16 and (tmp_path / "eval" / "eval.json").is_file()
+    test16 = data.demo_dataset("test").take(16)
+    assert payload["metrics"]["psnr"] == pytest.approx(train.evaluate_reconstruction(model, test16)["psnr"], rel=1e-5)
+
+    loaded, meta = checkpoint.load_model(ckpt, dataset="Fashion_MNIST")  # case and _ / - aside
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(checkpoint.DatasetMismatchError, match="trained on 'fashion-mnist', not on --dataset 'mnist'"):
+        checkpoint.load_model(ckpt, dataset="mnist")
+    with pytest.raises(evaluate.EvalError, match="trained on 'fashion-mnist'"):
+        evaluate.evaluate(evaluate.EvalConfig(checkpoint=ckpt, dataset="mnist", out=tmp_path / "eval"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "config"),
+    [
+        (["eval", "c.pt"], evaluate.EvalConfig(checkpoint="c.pt")),
+        (["sample", "c.pt", "--out", "s"], evaluate.SampleConfig(checkpoint="c.pt", out="s")),
+        (
+            ["eval", "c.pt", "--metrics", "psnr,nll", "--no-figures", "--limit", "all", "--data", "mnist"],
+            evaluate.EvalConfig(checkpoint="c.pt", metrics=("psnr", "nll"), figures=False, dataset="mnist"),
+        ),
+    ],
+)
+def test_the_commands_build_their_config_with_the_same_defaults(argv, config):
+    """`bvae eval` / `sample` hand the library a typed config, and the command line's defaults are the config's."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="bvae")
+    evaluate.register_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    assert evaluate._config_from_args(type(config), args) == config

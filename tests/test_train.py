@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from bvae import build_model, train
+from bvae import build_model, checkpoint, train
 from bvae.data import ImageTensorDataset, demo_dataset
 
 SMALL = {"width": 4, "hidden": 16, "latent_dim": 3}
@@ -25,11 +25,11 @@ def _model(kind="bvae", **kw):
 def test_checkpoint_round_trip_is_atomic_and_plain(tmp_path, tiny_set):
     model = _model(variant="beta-vae", beta=2.0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    path = train.save_checkpoint(tmp_path / "c.pt", model, opt, extra={"epoch": 3, "note": "x"})
+    path = checkpoint.save_checkpoint(tmp_path / "c.pt", model, opt, extra={"epoch": 3, "note": "x"})
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp file left behind
     raw = torch.load(path, weights_only=True)  # plain tensors and strings only
     assert json.loads(raw["config"])["beta"] == 2.0
-    loaded, meta = train.load_model(path)
+    loaded, meta = checkpoint.load_model(path)
     assert {k: meta[k] for k in ("kind", "dataset", "variant", "latent_dim", "epoch")} == {
         "kind": "bvae",
         "dataset": "fashion-mnist",
@@ -40,30 +40,30 @@ def test_checkpoint_round_trip_is_atomic_and_plain(tmp_path, tiny_set):
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="JSON"):
-        train.save_checkpoint(tmp_path / "d.pt", model, extra={"bad": object()})
+        checkpoint.save_checkpoint(tmp_path / "d.pt", model, extra={"bad": object()})
 
 
 def test_corrupt_and_mismatched_checkpoints(tmp_path):
     model = _model()
-    path = train.save_checkpoint(tmp_path / "c.pt", model)
+    path = checkpoint.save_checkpoint(tmp_path / "c.pt", model)
     (tmp_path / "trunc.pt").write_bytes(path.read_bytes()[:200])
     with pytest.raises(ValueError, match="corrupt"):
-        train.load_model(tmp_path / "trunc.pt")
+        checkpoint.load_model(tmp_path / "trunc.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(ValueError, match="corrupt"):
-        train.load_model(tmp_path / "junk.pt")
+        checkpoint.load_model(tmp_path / "junk.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     with pytest.raises(ValueError, match="not a bvae checkpoint"):
-        train.load_model(tmp_path / "foreign.pt")
+        checkpoint.load_model(tmp_path / "foreign.pt")
     raw = torch.load(path, weights_only=True)
     cfg = json.loads(raw["config"])
     cfg["latent_dim"] = 5  # weights are for latent 3
     raw["config"] = json.dumps(cfg)
     torch.save(raw, tmp_path / "mismatch.pt")
     with pytest.raises(ValueError, match="do not match"):
-        train.load_model(tmp_path / "mismatch.pt")
+        checkpoint.load_model(tmp_path / "mismatch.pt")
     with pytest.raises(FileNotFoundError):
-        train.load_model(tmp_path / "missing.pt")
+        checkpoint.load_model(tmp_path / "missing.pt")
 
 
 @pytest.mark.parametrize("kl_warmup", [0.0, 0.75])
@@ -82,7 +82,7 @@ def test_resume_continues_bit_for_bit(tmp_path, tiny_set, kl_warmup):
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert not torch.equal(straight.state_dict()["mu_head.weight"], _model().state_dict()["mu_head.weight"])
-    _, meta = train.load_model(tmp_path / "b" / "checkpoint.pt")
+    _, meta = checkpoint.load_model(tmp_path / "b" / "checkpoint.pt")
     assert meta["epoch"] == 2
 
 
@@ -196,7 +196,7 @@ def test_weights_that_explode_with_a_finite_loss_are_never_saved(tmp_path, tiny_
         torch.optim.AdamW.step = step
     assert res.stopped == "nan" and "non-finite weights after epoch 2" in res.message
     assert ckpt.read_bytes() == before and res.checkpoint == str(ckpt)
-    kept, _ = train.load_model(ckpt)
+    kept, _ = checkpoint.load_model(ckpt)
     assert all(torch.isfinite(p).all() for p in kept.parameters())
 
 
@@ -205,7 +205,7 @@ def test_checkpoint_writer_cleans_up_after_killed_writers_and_says_why_a_write_f
     dead = tmp_path / ".checkpoint.pt.tmp-999999999"  # no such process
     mine = tmp_path / f".checkpoint.pt.tmp-{1}"  # pid 1 is alive (init): not ours to delete
     dead.write_bytes(b"partial"), mine.write_bytes(b"partial")
-    train.save_checkpoint(tmp_path / "checkpoint.pt", model)
+    checkpoint.save_checkpoint(tmp_path / "checkpoint.pt", model)
     assert not dead.exists() and (tmp_path / "checkpoint.pt").is_file()
 
     def full_disk(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
@@ -213,7 +213,7 @@ def test_checkpoint_writer_cleans_up_after_killed_writers_and_says_why_a_write_f
 
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(OSError, match=r"could not write checkpoint .*disk full or not writable"):
-        train.save_checkpoint(tmp_path / "other.pt", model)
+        checkpoint.save_checkpoint(tmp_path / "other.pt", model)
     assert not list(tmp_path.glob(".other.pt.tmp-*"))
 
 
@@ -233,17 +233,17 @@ def test_checkpoint_writer_cleans_up_after_killed_writers_and_says_why_a_write_f
     ],
 )
 def test_crafted_checkpoints_are_value_errors_not_tracebacks(tmp_path, damage, match):
-    path = train.save_checkpoint(tmp_path / "c.pt", _model(), extra={"epoch": 1})
+    path = checkpoint.save_checkpoint(tmp_path / "c.pt", _model(), extra={"epoch": 1})
     payload = torch.load(path, weights_only=True)
     damage(payload)
     torch.save(payload, path)
     with pytest.raises(ValueError, match=match):
-        train.load_checkpoint(path)
+        checkpoint.load_checkpoint(path)
 
 
 def test_a_checkpoint_from_a_gpu_backend_loads_on_the_cpu(tmp_path):
-    path = train.save_checkpoint(tmp_path / "c.pt", _model(backend="triton"))
-    model, meta = train.load_model(path)  # triton cannot serve CPU tensors outside the interpreter
+    path = checkpoint.save_checkpoint(tmp_path / "c.pt", _model(backend="triton"))
+    model, meta = checkpoint.load_model(path)  # triton cannot serve CPU tensors outside the interpreter
     assert meta["config"]["backend"] in (None, "triton")
     out = model.reconstruct(torch.rand(2, 1, 28, 28))
     assert torch.isfinite(out).all()
