@@ -136,3 +136,15 @@ def test_torch_compile_train_step_triton(mode: str) -> None:
     for _ in range(3):
         out = compiled(x, eps=eps).loss
     assert out.item() == pytest.approx(eager.item(), rel=1e-3)
+
+
+def test_triton_non_finite_values_compiled() -> None:
+    """The Triton kernels' exact path for a tile that made a NaN (a noinline function) compiled and run on the GPU:
+    NaN / inf where the direct convolution has them, nowhere else (the interpreter runs the same test on the CPU)."""
+    from conftest import BACKENDS_UNDER_TEST
+    from test_op_edges import test_non_finite_values_land_where_the_reference_puts_them as check
+
+    triton_backends = [b for b in BACKENDS_UNDER_TEST if b.name == "triton" and b.device != "cpu"]
+    if not triton_backends:
+        pytest.skip("the triton backend does not run on this machine's GPU")
+    check(triton_backends[0])

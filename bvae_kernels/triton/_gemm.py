@@ -70,6 +70,12 @@ def mma(a, b, acc, ALLOW_TF32: tl.constexpr):
 
 
 @triton.jit
+def has_nan(acc):
+    """Whether a tile holds a NaN: one reduction per program, after its main loop."""
+    return tl.max((acc != acc).to(tl.int32)) > 0
+
+
+@triton.jit
 def gemm_epilogue(
     acc,
     scale_ptr,

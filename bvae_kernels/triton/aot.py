@@ -12,7 +12,8 @@ a contiguous weight) turned into constants where they are 1 and divisibility hin
 16, and every pointer 16-byte aligned. Without them the compiler sees no unit stride and no alignment, and the
 register counts are those of a kernel no launch runs.
 
-A row fails on a register spill, on a GEMM kernel for sm_90 whose PTX lacks wgmma where the tile can use it
+A row fails on a register spill in the kernel (the noinline exact paths, which run only for a tile that made a
+NaN, are reported beside it), on a GEMM kernel for sm_90 whose PTX lacks wgmma where the tile can use it
 (16-bit or tf32 operands, BLOCK_M >= 64), and on a bandwidth-bound kernel above 64 registers per thread.
 Occupancy is resident warps per SM over the arch's 64, from registers, shared memory and the block size.
 """
@@ -245,8 +246,10 @@ def jobs_for_arch(arch: int, quick: bool = False) -> list[Job]:
     return jobs
 
 
-def _ptxas_registers(ptx: str, arch: int) -> tuple[str, str]:
-    """(registers per thread, spill-store bytes) as reported by Triton's bundled ptxas -v, or '?'."""
+def _ptxas_registers(ptx: str, arch: int) -> tuple[str, str, int]:
+    """(registers per thread, the kernel's spill-store bytes, the most spill-store bytes of any noinline function
+    it calls) as reported by Triton's bundled ptxas -v, or '?'. The noinline functions are the kernels' exact
+    paths, which run only for a tile whose sum made a NaN: their spills cost nothing on the hot path."""
     try:
         from triton.backends.nvidia.compiler import get_ptxas
 
@@ -256,7 +259,7 @@ def _ptxas_registers(ptx: str, arch: int) -> tuple[str, str]:
             tool = get_ptxas()
         ptxas = getattr(tool, "path", tool)
     except Exception:  # noqa: BLE001 - optional information
-        return "?", "?"
+        return "?", "?", 0
     suffix = "a" if arch >= 90 else ""
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "k.ptx")
@@ -269,8 +272,15 @@ def _ptxas_registers(ptx: str, arch: int) -> tuple[str, str]:
             check=False,
         )
     regs = re.findall(r"Used (\d+) registers", proc.stderr)
-    spills = re.findall(r"(\d+) bytes spill stores", proc.stderr)
-    return (regs[-1] if regs else "?"), (spills[-1] if spills else "?")
+    entry = re.search(r"Compiling entry function '([^']+)'", proc.stderr)
+    kernel_spill, helper_spill = "?", 0
+    for name, spill in re.findall(r"Function properties for (\S+)\s+\d+ bytes stack frame, (\d+) bytes spill stores",
+                                  proc.stderr):  # fmt: skip
+        if entry is not None and name == entry.group(1):
+            kernel_spill = spill
+        else:
+            helper_spill = max(helper_spill, int(spill))
+    return (regs[-1] if regs else "?"), kernel_spill, helper_spill
 
 
 def occupancy(regs: int, shared: int, warps: int, arch: int) -> float:
@@ -304,12 +314,13 @@ def compile_job(job: Job, arch: int) -> dict:
         first = str(exc).splitlines()[0][:200] if str(exc) else ""
         return {"ok": False, "error": f"{type(exc).__name__}: {first}", "seconds": time.time() - start}
     ptx = compiled.asm["ptx"]
-    regs, spill = _ptxas_registers(ptx, arch)
+    regs, spill, helper_spill = _ptxas_registers(ptx, arch)
     shared = int(getattr(compiled.metadata, "shared", 0) or 0)
     res = {
         "ok": True,
         "regs": regs,
         "spill": spill,
+        "helper_spill": helper_spill,
         "shared": shared,
         "occupancy": occupancy(int(regs), shared, job.num_warps, arch) if regs != "?" else None,
         "wgmma": "wgmma" in ptx,
@@ -356,6 +367,8 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
         occ = f"{100 * r['occupancy']:.0f}%" if r.get("occupancy") is not None else "-"
         wg = ("yes" if r.get("wgmma") else "no") if "wgmma" in r else "-"
         status = "ok" if r["ok"] else f"FAIL {r.get('error', '')}"
+        if r.get("helper_spill"):
+            status += f" (exact path spills {r['helper_spill']} B)"
         cells = [r["kernel"], r["variant"], r["dtype"], r["config"], r["arch"], str(r.get("regs", "-"))]
         cells += [str(r.get("spill", "-")), str(r.get("shared", "-")), occ, wg, f"{r['seconds']:.1f}", status]
         body.append(cells)

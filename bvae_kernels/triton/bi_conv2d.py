@@ -29,8 +29,87 @@ import torch
 import triton
 import triton.language as tl
 
-from ._gemm import PRO_NONE, act_args, allow_tf32, gemm_epilogue, load_operand, mma, tile_ids
+from ._gemm import PRO_NONE, act_args, allow_tf32, gemm_epilogue, has_nan, load_operand, mma, tile_ids
 from .configs import autotune_configs, fixed_launch, prune_by
+
+EXACT_M = tl.constexpr(8)  # rows per sub-tile of the exact path (more rows: more registers, see _fwd_exact)
+
+
+@triton.jit
+def _fwd_rows(offs_m, M, Ho, Wo, SH, SW, pad_h, pad_w, sxn):
+    """Per output pixel (GEMM row): in range, its input sample's base offset and its window's top-left input
+    pixel."""
+    hw = Ho * Wo
+    n_idx = offs_m // hw
+    rem = offs_m % hw
+    x_base = n_idx.to(tl.int64) * sxn  # int64 only per row: int64 tiles spill (see module doc)
+    return offs_m < M, x_base, (rem // Wo) * SH - pad_h, (rem % Wo) * SW - pad_w
+
+
+@triton.jit
+def _fwd_out_rows(offs_m, Ho, Wo, syn, syh, syw):
+    """Per output pixel: its output offset (computed after the K loop: nothing extra lives through it)."""
+    hw = Ho * Wo
+    rem = offs_m % hw
+    return (offs_m // hw).to(tl.int64) * syn + (rem // Wo) * syh + (rem % Wo) * syw
+
+
+@triton.jit
+def _fwd_operands(
+    kk, x_ptr, xaux_ptr, w_ptr, x_base, ih0, iw0, m_mask, w_col, n_mask, offs_k, cblocks, C_in, H, W,
+    sxc, sxh, sxw, swi, swh, sww, KW, p_alpha, p_beta, p_gamma, PROLOGUE: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """Step kk of the K loop: the A (input pixels) and B (weight) tiles of one (tap, channel block), and which
+    rows' tap lies inside the image."""
+    tap = kk // cblocks
+    ck = (kk - tap * cblocks) * BLOCK_K + offs_k
+    i = tap // KW
+    j = tap - i * KW
+    ih = ih0 + i
+    iw = iw0 + j
+    ok = m_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    k_mask = ck < C_in
+    a_off = (x_base + ih * sxh + iw * sxw)[:, None] + ck[None, :] * sxc
+    a = load_operand(x_ptr, xaux_ptr, a_off, ok[:, None] & k_mask[None, :], p_alpha, p_beta, p_gamma, PROLOGUE)
+    b_off = (w_col + i * swh + j * sww)[None, :] + ck[:, None] * swi
+    b = tl.load(w_ptr + b_off, mask=k_mask[:, None] & n_mask[None, :], other=0.0)
+    return a, b, ok
+
+
+@triton.jit(noinline=True)
+def _fwd_exact(
+    pid_m, x_ptr, xaux_ptr, w_ptr, scale_ptr, b_ptr, y_ptr, u_ptr, M, C_in, H, W, Ho, Wo, sxn, sxc, sxh, sxw,
+    swi, swh, sww, syn, syc, syh, syw, KH, KW, SH, SW, pad_h, pad_w, alpha, beta, gamma, p_alpha, p_beta,
+    p_gamma, pid_n, C_out, swo, PROLOGUE: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr,
+    APPLY_ACT: tl.constexpr, STORE_U: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """The exact path of a tile whose sum made a NaN: the tile again, EXACT_M rows and one channel at a time (outer
+    products in fp32, few registers), each tap's product kept only for the rows whose tap lies inside the image,
+    as a direct convolution sums. Scalar arguments only (a noinline function's rule)."""
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < C_out
+    w_col = offs_n * swo
+    for r0 in range(0, BLOCK_M, EXACT_M):
+        rows = pid_m * BLOCK_M + r0 + tl.arange(0, EXACT_M)
+        r_mask, r_base, r_ih0, r_iw0 = _fwd_rows(rows, M, Ho, Wo, SH, SW, pad_h, pad_w, sxn)
+        part = tl.zeros((EXACT_M, BLOCK_N), dtype=tl.float32)
+        for tap in range(0, KH * KW):
+            i = tap // KW
+            j = tap - i * KW
+            ih = r_ih0 + i
+            iw = r_iw0 + j
+            ok = r_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            a_row = r_base + ih * sxh + iw * sxw
+            b_col = w_col + i * swh + j * sww
+            for c in tl.range(0, C_in, num_stages=1):
+                a = load_operand(x_ptr, xaux_ptr, a_row + c * sxc, ok, p_alpha, p_beta, p_gamma, PROLOGUE)
+                b = tl.load(w_ptr + b_col + c * swi, mask=n_mask, other=0.0)
+                part += tl.where(ok[:, None], a.to(tl.float32)[:, None] * b.to(tl.float32)[None, :], 0.0)
+        r_out = _fwd_out_rows(rows, Ho, Wo, syn, syh, syw)
+        gemm_epilogue(
+            part, scale_ptr, b_ptr, y_ptr, u_ptr, r_out, offs_n, r_mask, n_mask, syc, alpha, beta, gamma,
+            HAS_SCALE, HAS_BIAS, APPLY_ACT, STORE_U,
+        )  # fmt: skip
 
 
 @triton.jit
@@ -88,59 +167,37 @@ def _bi_conv2d_fwd_kernel(
     bi_conv2d_reverse's dgrad)."""
     M = NB * Ho * Wo
     pid_m, pid_n = tile_ids(tl.program_id(0), M, C_out, BLOCK_M, BLOCK_N, GROUP_M)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
-    m_mask = offs_m < M
     n_mask = offs_n < C_out
-    hw = Ho * Wo
-    n_idx = offs_m // hw
-    rem = offs_m % hw
-    oh = rem // Wo
-    ow = rem % Wo
-    ih0 = oh * SH - pad_h
-    iw0 = ow * SW - pad_w
-    x_base = n_idx.to(tl.int64) * sxn  # int64 only per row: int64 tiles spill (see module doc)
     w_col = offs_n * swo
     cblocks = tl.cdiv(C_in, BLOCK_K)
+    m_mask, x_base, ih0, iw0 = _fwd_rows(pid_m * BLOCK_M + tl.arange(0, BLOCK_M), M, Ho, Wo, SH, SW, pad_h, pad_w, sxn)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     # K = (tap, channel block) flattened into one loop: the pipeliner overlaps the loads of the next tap with the
     # current MMA (a BVAE layer's C_in fits one BLOCK_K, so a per-tap loop would run once and pipeline nothing),
     # and the taps being a run-time count keeps one compiled kernel per tile config for every kernel size.
     for kk in range(0, KH * KW * cblocks):
-        tap = kk // cblocks
-        ck = (kk - tap * cblocks) * BLOCK_K + offs_k
-        i = tap // KW
-        j = tap - i * KW
-        ih = ih0 + i
-        iw = iw0 + j
-        ok = m_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        k_mask = ck < C_in
-        a_off = (x_base + ih * sxh + iw * sxw)[:, None] + ck[None, :] * sxc
-        a = load_operand(x_ptr, xaux_ptr, a_off, ok[:, None] & k_mask[None, :], p_alpha, p_beta, p_gamma, PROLOGUE)
-        b_off = (w_col + i * swh + j * sww)[None, :] + ck[:, None] * swi
-        b = tl.load(w_ptr + b_off, mask=k_mask[:, None] & n_mask[None, :], other=0.0)
+        a, b, ok = _fwd_operands(
+            kk, x_ptr, xaux_ptr, w_ptr, x_base, ih0, iw0, m_mask, w_col, n_mask, offs_k, cblocks, C_in, H, W,
+            sxc, sxh, sxw, swi, swh, sww, KW, p_alpha, p_beta, p_gamma, PROLOGUE, BLOCK_K,
+        )  # fmt: skip
         acc = mma(a, b, acc, ALLOW_TF32)
-    out_row = n_idx.to(tl.int64) * syn + oh * syh + ow * syw
-    gemm_epilogue(
-        acc,
-        scale_ptr,
-        b_ptr,
-        y_ptr,
-        u_ptr,
-        out_row,
-        offs_n,
-        m_mask,
-        n_mask,
-        syc,
-        alpha,
-        beta,
-        gamma,
-        HAS_SCALE,
-        HAS_BIAS,
-        APPLY_ACT,
-        STORE_U,
-    )
+    # A padded tap is a zero row of A times the weight: 0 * inf = NaN where a direct convolution has no term. Only a
+    # non-finite operand makes a NaN, and only then is the tile summed again, exactly, by _fwd_exact: a function of
+    # its own (noinline), so that its registers are not added to the main loop's (ptxas -v: unchanged, see aot.py).
+    if has_nan(acc):
+        _fwd_exact(
+            pid_m, x_ptr, xaux_ptr, w_ptr, scale_ptr, b_ptr, y_ptr, u_ptr, M, C_in, H, W, Ho, Wo, sxn, sxc, sxh, sxw,
+            swi, swh, sww, syn, syc, syh, syw, KH, KW, SH, SW, pad_h, pad_w, alpha, beta, gamma, p_alpha, p_beta,
+            p_gamma, pid_n, C_out, swo, PROLOGUE, HAS_SCALE, HAS_BIAS, APPLY_ACT, STORE_U, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
+    else:
+        out_row = _fwd_out_rows(pid_m * BLOCK_M + tl.arange(0, BLOCK_M), Ho, Wo, syn, syh, syw)
+        gemm_epilogue(
+            acc, scale_ptr, b_ptr, y_ptr, u_ptr, out_row, offs_n, m_mask, n_mask, syc, alpha, beta, gamma,
+            HAS_SCALE, HAS_BIAS, APPLY_ACT, STORE_U,
+        )  # fmt: skip
 
 
 # The batch size is not in the key: a short last batch reuses the tuned config (no re-tuning mid-epoch, which

@@ -19,9 +19,70 @@ import torch
 import triton
 import triton.language as tl
 
-from ._gemm import PRO_NONE, allow_tf32, load_operand, mma
+from ._gemm import PRO_NONE, allow_tf32, has_nan, load_operand, mma
 from .configs import autotune_configs, fixed_launch, interpreting, num_sms, prune_by
 from .reductions import reduce_splits
+
+
+@triton.jit
+def _wgrad_store(acc, ws_ptr, C_in, C_out, KH, KW, pid_m, pid_n, tap, split, ATOMIC: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+    """The tile into the workspace: atomically into ws[co, ci, tap], or into this split's ws[split, co, ci, tap]."""
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    taps = KH * KW
+    out_off = (offs_m[:, None] * C_in + offs_n[None, :]) * taps + tap
+    mask = (offs_m < C_out)[:, None] & (offs_n < C_in)[None, :]
+    if ATOMIC:
+        tl.atomic_add(ws_ptr + out_off, acc, mask=mask)
+    else:
+        tl.store(ws_ptr + split.to(tl.int64) * C_out * C_in * taps + out_off, acc, mask=mask)
+
+
+EXACT_M = tl.constexpr(8)  # output channels per pass of the exact path
+
+
+@triton.jit(noinline=True)
+def _wgrad_exact(
+    x_ptr, xaux_ptr, d_ptr, daux_ptr, ws_ptr, NB, C_in, H, W, C_out, Ho, Wo, sxn, sxc, sxh, sxw, sdn, sdc, sdh, sdw,
+    KH, KW, SH, SW, pad_h, pad_w, pix_per_split, px_alpha, px_beta, px_gamma, pd_alpha, pd_beta, pd_gamma, pid_m,
+    pid_n, tap, split, PRO_X: tl.constexpr, PRO_D: tl.constexpr, ATOMIC: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """The exact path of a tile whose sum made a NaN: the tile again, EXACT_M output channels and one pixel at a time
+    (outer products in fp32, few registers), skipping the pixels where this tap is in the padding, as a direct
+    convolution's gradient sums. Scalar arguments only (a noinline function's rule)."""
+    i = tap // KW
+    j = tap % KW
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < C_in
+    hw = Ho * Wo
+    start = split * pix_per_split
+    end = tl.minimum(start + pix_per_split, NB * hw)
+    taps = KH * KW
+    for r0 in range(0, BLOCK_M, EXACT_M):
+        rows = pid_m * BLOCK_M + r0 + tl.arange(0, EXACT_M)
+        r_mask = rows < C_out
+        part = tl.zeros((EXACT_M, BLOCK_N), dtype=tl.float32)
+        for pix in tl.range(start, end, num_stages=1):
+            n_idx = pix // hw
+            rem = pix % hw
+            oh = rem // Wo
+            ow = rem % Wo
+            ih = oh * SH - pad_h + i
+            iw = ow * SW - pad_w + j
+            if (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W):
+                d_off = rows * sdc + (n_idx.to(tl.int64) * sdn + oh * sdh + ow * sdw)
+                d = load_operand(d_ptr, daux_ptr, d_off, r_mask, pd_alpha, pd_beta, pd_gamma, PRO_D)
+                x_off = (n_idx.to(tl.int64) * sxn + ih * sxh + iw * sxw) + offs_n * sxc
+                x = load_operand(x_ptr, xaux_ptr, x_off, n_mask, px_alpha, px_beta, px_gamma, PRO_X)
+                part += d.to(tl.float32)[:, None] * x.to(tl.float32)[None, :]
+        out_off = (rows[:, None] * C_in + offs_n[None, :]) * taps + tap
+        mask = r_mask[:, None] & n_mask[None, :]
+        if ATOMIC:
+            tl.atomic_add(ws_ptr + out_off, part, mask=mask)
+        else:
+            tl.store(ws_ptr + split.to(tl.int64) * C_out * C_in * taps + out_off, part, mask=mask)
 
 
 @triton.jit
@@ -101,13 +162,17 @@ def _conv_wgrad_kernel(
         x_ok = ok[:, None] & n_mask[None, :]
         x = load_operand(x_ptr, xaux_ptr, x_off, x_ok, px_alpha, px_beta, px_gamma, PRO_X)
         acc = mma(d, x, acc, ALLOW_TF32)
-    taps = KH * KW
-    out_off = (offs_m[:, None] * C_in + offs_n[None, :]) * taps + tap
-    mask = m_mask[:, None] & n_mask[None, :]
-    if ATOMIC:
-        tl.atomic_add(ws_ptr + out_off, acc, mask=mask)
+    # X is 0 where this tap falls in the padding, and 0 * inf = NaN there if D holds an inf, where the convolution
+    # has no term. Only a non-finite operand makes a NaN, and only then is the tile summed again, exactly, by a
+    # function of its own (noinline and light: the main loop keeps its registers).
+    if has_nan(acc):
+        _wgrad_exact(
+            x_ptr, xaux_ptr, d_ptr, daux_ptr, ws_ptr, NB, C_in, H, W, C_out, Ho, Wo, sxn, sxc, sxh, sxw, sdn, sdc, sdh,
+            sdw, KH, KW, SH, SW, pad_h, pad_w, pix_per_split, px_alpha, px_beta, px_gamma, pd_alpha, pd_beta,
+            pd_gamma, pid_m, pid_n, tap, split, PRO_X, PRO_D, ATOMIC, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
     else:
-        tl.store(ws_ptr + split.to(tl.int64) * C_out * C_in * taps + out_off, acc, mask=mask)
+        _wgrad_store(acc, ws_ptr, C_in, C_out, KH, KW, pid_m, pid_n, tap, split, ATOMIC, BLOCK_M, BLOCK_N)
 
 
 # The batch size is not in the key (see bi_conv2d.py); the split count, which depends on it, is a run-time argument.
