@@ -11,6 +11,7 @@ rounded inputs on shapes that reach every launcher path; the bias gradient is bi
 """
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -132,6 +133,32 @@ def test_cuda_kernel_math_on_host(tmp_path):
     )
     assert build.returncode == 0, build.stdout + build.stderr
     res = _run([str(exe)], timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "all checks passed" in res.stdout
+
+
+# A launch `kernel<<<grid, block, smem, stream>>>(` (the kernel name with its template arguments, then the config).
+_LAUNCH = re.compile(r"(\w+(?:<[^<>;]*>)?)\s*<<<(.*?)>>>\s*\(", re.S)
+
+
+@pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++/c++) found")
+def test_cuda_kernels_run_in_host_emulation(tmp_path):
+    """csrc/cuda/act_kernels.cu itself, kernels and launchers, compiled with g++ against tests/cuda_emu/ (a host
+    stand-in for the CUDA runtime: a thread per CUDA thread, barriers for __syncthreads and the warp shuffles) and
+    run by tests/cuda_kernels_emulated_test.cpp on every launcher path against a float64 reference. Catches index
+    math bugs in the device code, which test_cuda_kernel_math_on_host (the .cuh helpers only) and, without a GPU,
+    every other test miss: a grid-stride or tail loop bound one short or one long, a chunk's last row dropped, a
+    partial sum skipped, a pack taken where the row or channel count is not a multiple of it."""
+    src = (ROOT / "csrc" / "cuda" / "act_kernels.cu").read_text()
+    emulated, launches = _LAUNCH.subn(r"::bvae_emu::Launch(\2).go(\1, ", src)
+    assert launches and launches == src.count("<<<"), "a kernel launch the rewrite does not recognize"
+    (tmp_path / "act_kernels_emu.cpp").write_text(emulated)
+    exe = tmp_path / "cuda_kernels_emulated_test"
+    includes = ["-I", str(ROOT / "tests" / "cuda_emu"), "-I", str(ROOT / "csrc" / "cuda")]
+    sources = [str(tmp_path / "act_kernels_emu.cpp"), str(ROOT / "tests" / "cuda_kernels_emulated_test.cpp")]
+    build = _run([CXX, "-std=c++17", "-O1", "-pthread", *includes, *sources, "-o", str(exe)], timeout=300)
+    assert build.returncode == 0, build.stdout + build.stderr
+    res = _run([str(exe)], timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "all checks passed" in res.stdout
 

@@ -78,6 +78,26 @@ def test_second_derivative(backend) -> None:
 
 
 @pytest.mark.parametrize("backend", backend_params())
+def test_second_derivative_through_the_incoming_gradient(backend) -> None:
+    """Double backward with a grad_output that itself depends on u (the usual case: gnova inside a network). Catches a
+    backward whose create_graph path treats the incoming gradient as a constant (e.g. detaches it for one op family):
+    test_second_derivative's .sum() hands in a constant gradient, and only the cpu backend has a gradgradcheck."""
+    fn = lambda u: bk.gnova(u, 0.1, 1.5, 0.8, backend=backend.name)  # noqa: E731
+    u = (torch.randn(50) * 3).to(backend.device).requires_grad_()
+    u64 = u.detach().double().cpu()
+    s = torch.sigmoid(0.8 * u64)
+    a, da, dda = 0.1 * u64 + 1.5 * s, 0.1 + 1.5 * 0.8 * s * (1 - s), 1.5 * 0.64 * s * (1 - s) * (1 - 2 * s)
+    (g,) = torch.autograd.grad(fn(u).square().sum() / 2, u, create_graph=True)  # g = a(u) a'(u)
+    (gg,) = torch.autograd.grad(g.sum(), u)
+    torch.testing.assert_close(gg.double().cpu(), da * da + a * dda, rtol=1e-4, atol=1e-6)
+    v = torch.randn(50).to(backend.device).requires_grad_()
+    (gv,) = torch.autograd.grad(fn(u), u, v, create_graph=True)  # gv = v a'(u), so d(sum gv)/dv = a'(u)
+    (dv,) = torch.autograd.grad(gv.sum(), v, allow_unused=True)
+    assert dv is not None, "the gradient of the backward with respect to grad_output is missing"
+    torch.testing.assert_close(dv.double().cpu(), da, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", backend_params())
 def test_stable_for_large_inputs(backend) -> None:
     """float32, |u| > 88: exp(-u) overflows; the result must still be the formula, finite, no NaN."""
     u = torch.tensor([-1e30, -1000.0, -100.0, -89.0, -88.5, 88.5, 89.0, 100.0, 1000.0, 1e30]).to(backend.device)

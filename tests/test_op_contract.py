@@ -103,6 +103,73 @@ OPCHECK_PARAMS = [
 ]
 
 
+def _nhwc(t: torch.Tensor) -> torch.Tensor:
+    """The same values with NHWC strides (for C = 1 or 1x1 spatial still NCHW-contiguous too)."""
+    return t.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+
+
+def _exercise_edges(backend: str, device: str) -> None:
+    """Forward + backward and a no-grad forward of every op on the inputs at the edges of the op contract: C = 1
+    (every MNIST batch: NCHW- and NHWC-contiguous at once, with NCHW or NHWC strides), 1x1 spatial (the same
+    ambiguity), an empty batch and a non-contiguous input."""
+
+    def leaf(*shape: int, nhwc: bool = False) -> torch.Tensor:
+        t = torch.randn(shape)
+        return (_nhwc(t) if nhwc else t).to(device).requires_grad_()
+
+    def view(t: torch.Tensor, fn) -> torch.Tensor:  # noqa: ANN001 - a non-contiguous view of a fresh leaf
+        return fn(t.detach().requires_grad_())
+
+    w, b, br, s = leaf(4, 1, 3, 3), leaf(4), leaf(1), leaf()  # C_in = 1: the weight is ambiguous too
+    w3, b3, wr = leaf(4, 3, 3, 3), leaf(3), leaf(1, 3, 4, 4)  # wr: a reverse layer that reads a C = 1 input
+    w11 = leaf(4, 3, 1, 1)
+    lw, lb, lbr = leaf(5, 1), leaf(5), leaf(1)  # one input feature: [M, 1] rows
+    calls = [
+        lambda: bk.gnova(leaf(2, 1, 3, 4), *P, backend=backend),
+        lambda: bk.gnova(leaf(2, 1, 3, 4, nhwc=True), *P, backend=backend),
+        lambda: bk.gnova(leaf(0, 3), *P, backend=backend),
+        lambda: bk.gnova(view(torch.randn(5, 4, device=device), lambda t: t.t()), *P, backend=backend),
+        lambda: bk.gnova(view(torch.randn(3, 8, device=device), lambda t: t[:, ::2]), *P, backend=backend),
+        lambda: bk.bi_conv2d(leaf(2, 1, 6, 6), w, b, stride=2, padding=1, backend=backend),
+        lambda: bk.bi_conv2d(leaf(2, 1, 6, 6, nhwc=True), w, b, padding=1, backend=backend),
+        lambda: bk.bi_conv2d(leaf(2, 3, 1, 1), w11, b, backend=backend),
+        lambda: bk.bi_conv2d(leaf(0, 3, 5, 5), w3, b, padding=1, backend=backend),
+        lambda: bk.bi_conv2d(view(torch.randn(2, 3, 5, 9, device=device), lambda t: t[..., ::2]), w3, b,
+                             backend=backend),
+        lambda: bk.bi_conv2d_reverse(leaf(2, 1, 3, 3), wr, b3, stride=2, padding=1, output_padding=1, log_scale=s,
+                                     backend=backend),
+        lambda: bk.bi_conv2d_reverse(leaf(2, 1, 3, 3, nhwc=True), wr, b3, stride=2, padding=1, output_padding=1,
+                                     backend=backend),
+        lambda: bk.bi_conv2d_reverse(leaf(2, 4, 3, 3), w, br, stride=2, padding=1, output_padding=1, log_scale=s,
+                                     backend=backend),  # a C = 1 output (an MNIST decoder's last layer)
+        lambda: bk.bi_conv2d_reverse(leaf(2, 4, 1, 1, nhwc=True), w11, b3, log_scale=s, backend=backend),
+        lambda: bk.bi_conv2d_reverse(leaf(0, 4, 3, 3), w3, b3, padding=1, log_scale=s, backend=backend),
+        lambda: bk.bi_conv2d_reverse(view(torch.randn(2, 4, 4, 3, device=device), lambda t: t.transpose(2, 3)), w3,
+                                     b3, log_scale=s, backend=backend),
+        lambda: bk.bi_linear(leaf(3, 1), lw, lb, backend=backend),
+        lambda: bk.bi_linear(leaf(0, 1), lw, lb, backend=backend),
+        lambda: bk.bi_linear(view(torch.randn(6, 2, device=device), lambda t: t.t()), leaf(5, 6), lb,
+                             backend=backend),
+        lambda: bk.bi_linear_reverse(leaf(3, 5), lw, lbr, log_scale=s, backend=backend),
+        lambda: bk.bi_linear_reverse(leaf(0, 5), lw, lbr, log_scale=s, backend=backend),
+        lambda: bk.bi_linear_reverse(view(torch.randn(5, 2, device=device), lambda t: t.t()), leaf(5, 6), None,
+                                     log_scale=s, backend=backend),
+    ]  # fmt: skip
+    for call in calls:
+        y = call()
+        y.backward(torch.randn_like(y))
+        with torch.no_grad():
+            call()
+
+
+@functools.cache
+def _captured_edges(backend: str, device: str) -> dict[str, list]:
+    torch.manual_seed(0)
+    with Capture() as cap:
+        _exercise_edges(backend, device)
+    return cap.calls
+
+
 @pytest.mark.parametrize(("backend", "name"), OPCHECK_PARAMS)
 def test_opcheck_on_captured_arguments(backend, name: str) -> None:
     """Every op (the backward ones included) on the arguments a real training step hands it."""
@@ -113,6 +180,21 @@ def test_opcheck_on_captured_arguments(backend, name: str) -> None:
     # family's opcheck already traces through AOT) skips the AOT-dispatch test.
     utils = OPCHECK_FAST if interpreted(backend) else OPCHECK_ALL
     for func, args, kwargs in calls[f"{prefix}{name}"][:4]:
+        torch.library.opcheck(func, args, kwargs, test_utils=utils)
+
+
+@pytest.mark.parametrize(("backend", "name"), OPCHECK_PARAMS)
+def test_opcheck_on_edge_inputs(backend, name: str) -> None:
+    """Every op on the edge inputs of _exercise_edges (C = 1 and 1x1 spatial, which are NCHW- and NHWC-contiguous at
+    once; an empty batch; a non-contiguous input), which the captured training step has none of. opcheck compares the
+    fake kernels' output strides with the real ones': catches a layout rule (fake, Triton launcher or compiled
+    kernel) that picks channels_last for an input contiguous in both layouts, and fakes or kernels that mishandle an
+    empty or non-contiguous input."""
+    calls = _captured_edges(backend.name, backend.device)
+    prefix = "triton_" if backend.name == "triton" else ""
+    assert f"{prefix}{name}" in calls, f"{prefix}{name} was never called: {sorted(calls)}"
+    utils = OPCHECK_FAST if interpreted(backend) else OPCHECK_ALL
+    for func, args, kwargs in calls[f"{prefix}{name}"]:
         torch.library.opcheck(func, args, kwargs, test_utils=utils)
 
 

@@ -148,6 +148,155 @@ def test_float64_is_never_downcast_under_autocast():
     assert rel_err(lin, bk.bi_linear(x.reshape(2, -1)[:, :27], w.reshape(4, -1), b, backend="torch")) <= 1e-12
 
 
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+@pytest.mark.parametrize("backend", ["torch", *BACKENDS_UNDER_TEST], ids=str)
+def test_float64_stays_float64_under_autocast_on_every_op_and_backend(backend, grad: bool):
+    """Every public op, with a float64 input, weight, bias and reverse scale, under autocast on its device, with and
+    without grad: float64 out, the same numbers and gradients as without autocast. Catches an autocast path that
+    casts float64 to the autocast dtype where test_float64_is_never_downcast_under_autocast (cpu backend, two ops,
+    no grad) does not look: the reverse ops, the triton family's Autocast kernels (the Triton op then hands float64
+    to the compiled op) and the eager reference's autocast_inputs (backend "torch")."""
+    name, device = (backend, "cpu") if backend == "torch" else (backend.name, backend.device)
+
+    def maker(leaves: list):  # noqa: ANN202
+        g = torch.Generator().manual_seed(0)
+
+        def make(shape: tuple) -> torch.Tensor:
+            t = (torch.randn(shape, generator=g, dtype=torch.float64) * 0.5).to(device).requires_grad_(grad)
+            leaves.append(t)
+            return t
+
+        return make
+
+    for op in op_calls(name, lambda shape: None):
+        ours_leaves, ref_leaves = [], []
+        with torch.autocast(device, dtype=torch.bfloat16):
+            got = op_calls(name, maker(ours_leaves))[op]()
+        want = op_calls("torch", maker(ref_leaves))[op]()
+        assert got.dtype == torch.float64, (op, got.dtype)
+        assert rel_err(got, want) <= 1e-12, (op, rel_err(got, want))
+        if grad:
+            out_grad = torch.randn(want.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+            grads = torch.autograd.grad(got, ours_leaves, out_grad.to(device))
+            for i, (a, b) in enumerate(zip(grads, torch.autograd.grad(want, ref_leaves, out_grad), strict=True)):
+                assert a.dtype == torch.float64 and rel_err(a, b) <= 1e-10, (op, i, a.dtype, rel_err(a, b))
+
+
+@pytest.mark.parametrize("backend", PARAMS)
+def test_raw_fwd_ops_leave_float64_alone_under_autocast(backend):
+    """The public API reaches X's Autocast kernel only (autograd then calls X_fwd below autocast), but the raw ops
+    torch.ops.bvae.[triton_]X_fwd are public and have Autocast kernels of their own: float64 (y, u) out of each,
+    equal to the op outside autocast. Catches an X_fwd Autocast kernel that casts a float64 input."""
+    prefix = "triton_" if backend.name == "triton" else ""
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=g, dtype=torch.float64).to(backend.device)
+
+    x, w, b, z, r, s = rand(2, 3, 5, 5), rand(4, 3, 3, 3), rand(4), rand(2, 4, 3, 3), rand(3), rand()
+    lx, lw, lz = rand(2, 5), rand(3, 5), rand(2, 3)
+    p = (0.1, 1.0, 1.0)
+    calls = {
+        "bi_conv2d_fwd": (x, w, b, [1, 1], [1, 1], *p),
+        "bi_conv2d_reverse_fwd": (z, w, r, s, [2, 2], [1, 1], [1, 1], *p),
+        "bi_linear_fwd": (lx, lw, rand(3), *p),
+        "bi_linear_reverse_fwd": (lz, lw, rand(5), s, *p),
+    }
+    for name, args in calls.items():
+        op = getattr(torch.ops.bvae, prefix + name).default
+        want = op(*args)
+        with torch.autocast(backend.device, dtype=torch.bfloat16):
+            got = op(*args)
+        for what, a, e in zip(("y", "u"), got, want, strict=True):
+            assert a.dtype == torch.float64 and rel_err(a, e) <= 1e-12, (name, what, a.dtype, rel_err(a, e))
+
+
+@pytest.mark.parametrize("backend", PARAMS)
+def test_autocast_kernels_of_both_devices_leave_float64_alone(backend):
+    """Each bidirectional op of the backend's family (X and X_fwd) has an AutocastCPU and an AutocastCUDA kernel, and
+    both leave float64 alone: the AutocastCUDA one is entered directly (redispatch), so a machine without a GPU checks
+    the CUDA registration too. Catches a missing Autocast registration and a cast that downcasts float64 on either
+    device (on CPU tensors the CUDA kernel casts nothing else: they are not eligible for CUDA autocast)."""
+    prefix = "triton_" if backend.name == "triton" else ""
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=g, dtype=torch.float64).to(backend.device)
+
+    x, w, b, z, r, s = rand(2, 3, 5, 5), rand(4, 3, 3, 3), rand(4), rand(2, 4, 3, 3), rand(3), rand()
+    lx, lw, lz = rand(2, 5), rand(3, 5), rand(2, 3)
+    p = (0.1, 1.0, 1.0)
+    args = {
+        "bi_conv2d": (x, w, b, [1, 1], [1, 1], *p),
+        "bi_conv2d_reverse": (z, w, r, s, [2, 2], [1, 1], [1, 1], *p),
+        "bi_linear": (lx, lw, rand(3), *p),
+        "bi_linear_reverse": (lz, lw, rand(5), s, *p),
+    }
+    for name in (f"{op}{part}" for op in args for part in ("", "_fwd")):
+        qualname = f"bvae::{prefix}{name}"
+        for key in ("AutocastCPU", "AutocastCUDA"):
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(qualname, key), f"{qualname}: no {key} kernel"
+            op = getattr(torch.ops.bvae, prefix + name).default
+            call_args = args[name.removesuffix("_fwd")]
+            want = op(*call_args)
+            got = op.redispatch(torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key)), *call_args)
+            for a, e in zip(*((t,) if isinstance(t, torch.Tensor) else t for t in (got, want)), strict=True):
+                assert a.dtype == torch.float64 and rel_err(a, e) <= 1e-12, (qualname, key, a.dtype, rel_err(a, e))
+
+
+def _significant_strides(t: torch.Tensor) -> tuple:
+    """Strides of the dimensions longer than 1 (what torch's fake-vs-real and Inductor's layout checks compare)."""
+    return tuple(st for st, n in zip(t.stride(), t.shape, strict=True) if n > 1)
+
+
+@pytest.mark.parametrize("backend", PARAMS)
+def test_inputs_contiguous_in_both_layouts_follow_the_nchw_rule_real_and_fake(backend):
+    """An input that is NCHW- and NHWC-contiguous at once (C = 1 like every MNIST batch, 1x1 spatial; with NCHW or
+    NHWC strides) is not channels_last: outputs and gradients come back NCHW-contiguous, on every backend and in the
+    fake kernels (what torch.compile plans with) alike. Catches a layout rule that picks channels_last for such an
+    input (e.g. `is_contiguous(channels_last)` without `not is_contiguous()`) in the fakes, the Triton launchers or
+    the compiled kernels: test_tensors_contiguous_in_both_layouts accepts either layout, and opcheck's captured
+    arguments have no such tensor."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    dtype = torch.float32
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int, nhwc: bool = False) -> torch.Tensor:
+        t = torch.randn(shape, generator=g, dtype=dtype)
+        if nhwc:  # the same values with NHWC strides: still NCHW-contiguous too (size-1 dimensions)
+            t = t.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+        return t.to(backend.device)
+
+    cases = {
+        "C=1 forward": (lambda x, w, b, be: bk.bi_conv2d(x, w, b, stride=2, padding=1, backend=be), (3, 1, 6, 6),
+                        (4, 1, 4, 4), 4),
+        "1x1 forward": (lambda x, w, b, be: bk.bi_conv2d(x, w, b, backend=be), (2, 5, 1, 1), (3, 5, 1, 1), 3),
+        "C=1 reverse": (lambda z, w, b, be: bk.bi_conv2d_reverse(z, w, b, stride=2, padding=1, output_padding=1,
+                                                                 backend=be), (3, 1, 3, 3), (1, 4, 4, 4), 4),
+        "1x1 reverse": (lambda z, w, b, be: bk.bi_conv2d_reverse(z, w, b, backend=be), (2, 3, 1, 1), (3, 5, 1, 1), 5),
+        "gnova C=1": (lambda u, w, b, be: bk.gnova(u, backend=be), (3, 1, 4, 5), None, None),
+    }  # fmt: skip
+    for name, (call, inp_shape, w_shape, bias_len) in cases.items():
+        for nhwc in (False, True):
+            inp = rand(*inp_shape, nhwc=nhwc)
+            assert inp.is_contiguous() and inp.is_contiguous(memory_format=torch.channels_last)
+            tensors = [inp, rand(*w_shape) if w_shape else None, rand(bias_len) if bias_len else None]
+            leaves = [t.requires_grad_() for t in tensors if t is not None]
+            y = call(*tensors, backend.name)
+            grads = torch.autograd.grad(y, leaves, torch.ones_like(y))
+            with FakeTensorMode() as mode:
+                fakes = [mode.from_tensor(t) for t in leaves]
+                fake_args = iter(fakes)
+                fy = call(*(next(fake_args) if t is not None else None for t in tensors), backend.name)
+                fake_grads = torch.autograd.grad(fy, fakes, torch.ones_like(fy))
+            what = f"{name}, {'NHWC' if nhwc else 'NCHW'} strides"
+            for label, real, fake in zip(["y", "d_inp", "dW", "db"], [y, *grads], [fy, *fake_grads], strict=False):
+                want = _significant_strides(torch.empty(real.shape))  # NCHW-contiguous: not channels_last
+                assert _significant_strides(real) == want, f"{what}: {label} has strides {real.stride()}"
+                assert _significant_strides(fake) == want, f"{what}: the fake's {label} has strides {fake.stride()}"
+
+
 # (op, in channels, out channels, size, kernel, stride, padding, output_padding): borders and stride phases
 NONFINITE_LAYERS = [
     ("bi_conv2d", 3, 4, 6, 3, 1, 1, 0),

@@ -182,6 +182,27 @@ def test_wgrad_deterministic_is_bitwise_repeatable():
     assert torch.equal(runs[0], runs[1])
 
 
+def test_wgrad_atomic_splits_combine_with_one_atomic_add():
+    """The atomic split-K path must add each split's partial with tl.atomic_add and never read-modify-write ws.
+
+    The interpreter runs the programs one after another, so a plain `tl.store(ws, tl.load(ws) + acc)` gives the
+    right sum there (test_wgrad_both_directions' atomic case passes on it) and only races on a GPU; this reads the
+    kernel's source instead. (A plain `tl.store(ws, acc)`, last split wins, fails the atomic case itself.)"""
+    import ast
+    import inspect
+
+    import bvae_kernels.triton.wgrad as wgrad_module
+
+    tree = ast.parse(inspect.getsource(wgrad_module))
+    branches = [n for n in ast.walk(tree) if isinstance(n, ast.If) and ast.unparse(n.test) == "ATOMIC"]
+    assert len(branches) >= 2, "the kernel's store and its exact path's store each have an ATOMIC branch"
+    for branch in branches:
+        calls = [ast.unparse(n) for stmt in branch.body for n in ast.walk(stmt) if isinstance(n, ast.Call)]
+        on_ws = [c for c in calls if "ws_ptr" in c]
+        assert any(c.startswith("tl.atomic_add(ws_ptr") for c in on_ws), calls
+        assert not any(c.startswith(("tl.load(", "tl.store(")) for c in on_ws), on_ws
+
+
 def test_wgrad_channels_last_weight():
     """dW comes back in the weight's own memory format."""
     x = rnd((1, 4, 6, 6), torch.float32)
