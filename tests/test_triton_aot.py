@@ -28,7 +28,7 @@ def test_aot_quick_sm80_sm90(tmp_path):
     assert {r["kernel"] for r in rows} == families
     assert {r["arch"] for r in rows} == {"sm_80", "sm_90"}
     for r in rows:
-        assert r["ok"] and r["spill"] == "0", r
+        assert r["ok"] and (r["spill"] == "0" or r.get("loop_spills") == 0), r
     gemm = [r for r in rows if r["kernel"] in ("bi_conv2d", "bi_conv2d_reverse", "wgrad")]
     for r in gemm:
         tensor_cores = r["arch"] == "sm_90" and r["dtype"] != "fp32"
@@ -109,3 +109,19 @@ def test_wgrad_split_boundaries_fall_on_every_block_k():
     for rows in (*configs.GEMM_TABLE.values(), *configs.WGRAD_TABLE.values()):
         for row in rows:
             assert row[3] == 4, f"{row}: 8-warp tiles are not yet verified numerically on a GPU"
+
+
+def test_spills_in_loops_counts_only_the_kernels_own_loops():
+    """The SASS rule behind the spill check: an STL/LDL inside a backward branch's range counts, one before or after
+    the loop does not, and neither does one in a called (noinline) function."""
+    from bvae_kernels.triton.aot import spills_in_loops
+
+    def sass(*ops: str) -> str:
+        return "\n".join(f"        /*{16 * i:04x}*/                   {op} ;" for i, op in enumerate(ops))
+
+    outside = sass("STL [R1], R8", "HMMA R4, R8, R12, R4", "@P0 BRA 0x0010", "LDL R8, [R1]", "EXIT")
+    assert spills_in_loops(outside) == (0, 1)
+    inside = sass("MOV R1, R2", "HMMA R4, R8, R12, R4", "STL [R1], R8", "@P0 BRA 0x0010", "EXIT")
+    assert spills_in_loops(inside) == (1, 1)
+    in_callee = sass("CALL.REL.NOINC 0x0030", "EXIT", "NOP", "STL [R1], R8", "@P0 BRA 0x0030", "RET.REL.NODEC R8 0x0")
+    assert spills_in_loops(in_callee) == (0, 0)
