@@ -308,7 +308,8 @@ NONFINITE_LAYERS = [
 ]
 
 NONFINITE_VALUES = [("weight", float("inf")), ("weight", float("-inf")), ("weight", float("nan")),
-                    ("input", float("inf")), ("grad", float("inf")), ("grad", float("-inf"))]  # fmt: skip
+                    ("input", float("inf")), ("input", float("nan")), ("grad", float("inf")),
+                    ("grad", float("-inf"))]  # fmt: skip
 
 
 def _same_finiteness(out: torch.Tensor, ref: torch.Tensor, what: str) -> None:

@@ -75,6 +75,22 @@ def has_nan(acc):
     return tl.max((acc != acc).to(tl.int32)) > 0
 
 
+@triton.jit(noinline=True)
+def weight_nonfinite(w_ptr, pid_n, N, K, KH, KW, sn, sk, sh, sw, BLOCK_N: tl.constexpr):
+    """Whether the weight columns of program pid_n (N of them in all, K channels deep, KH x KW taps) hold an inf or
+    a NaN. Called only for a tile whose sum made a NaN: a NaN from the input alone needs no exact path (a padded
+    tap multiplies a zero by the weight, and only a non-finite weight makes that a NaN)."""
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < N
+    bad = tl.zeros((BLOCK_N,), dtype=tl.int32)
+    for tap in range(0, KH * KW):
+        base = offs_n * sn + (tap // KW) * sh + (tap % KW) * sw
+        for c in tl.range(0, K, num_stages=1):
+            v = tl.load(w_ptr + base + c * sk, mask=n_mask, other=0.0).to(tl.float32)
+            bad = tl.maximum(bad, (v * 0.0 != 0.0).to(tl.int32))  # v * 0 is NaN exactly for an inf or a NaN
+    return tl.max(bad) > 0
+
+
 @triton.jit
 def gemm_epilogue(
     acc,

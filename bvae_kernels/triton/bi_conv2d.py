@@ -29,7 +29,17 @@ import torch
 import triton
 import triton.language as tl
 
-from ._gemm import PRO_NONE, act_args, allow_tf32, gemm_epilogue, has_nan, load_operand, mma, tile_ids
+from ._gemm import (
+    PRO_NONE,
+    act_args,
+    allow_tf32,
+    gemm_epilogue,
+    has_nan,
+    load_operand,
+    mma,
+    tile_ids,
+    weight_nonfinite,
+)
 from .configs import autotune_configs, fixed_launch, prune_by
 
 EXACT_M = tl.constexpr(8)  # rows per sub-tile of the exact path (more rows: more registers, see _fwd_exact)
@@ -186,7 +196,10 @@ def _bi_conv2d_fwd_kernel(
     # A padded tap is a zero row of A times the weight: 0 * inf = NaN where a direct convolution has no term. Only a
     # non-finite operand makes a NaN, and only then is the tile summed again, exactly, by _fwd_exact: a function of
     # its own (noinline), so that its registers are not added to the main loop's (ptxas -v: unchanged, see aot.py).
-    if has_nan(acc):
+    exact = has_nan(acc)
+    if exact:  # a NaN from the input alone is the reference's too: the exact path only for a non-finite weight
+        exact = weight_nonfinite(w_ptr, pid_n, C_out, C_in, KH, KW, swo, swi, swh, sww, BLOCK_N)
+    if exact:
         _fwd_exact(
             pid_m, x_ptr, xaux_ptr, w_ptr, scale_ptr, b_ptr, y_ptr, u_ptr, M, C_in, H, W, Ho, Wo, sxn, sxc, sxh, sxw,
             swi, swh, sww, syn, syc, syh, syw, KH, KW, SH, SW, pad_h, pad_w, alpha, beta, gamma, p_alpha, p_beta,

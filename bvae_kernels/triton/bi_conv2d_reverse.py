@@ -23,7 +23,17 @@ import torch
 import triton
 import triton.language as tl
 
-from ._gemm import PRO_NONE, act_args, allow_tf32, gemm_epilogue, has_nan, load_operand, mma, tile_ids
+from ._gemm import (
+    PRO_NONE,
+    act_args,
+    allow_tf32,
+    gemm_epilogue,
+    has_nan,
+    load_operand,
+    mma,
+    tile_ids,
+    weight_nonfinite,
+)
 from .bi_conv2d import EXACT_M
 from .configs import autotune_configs, fixed_launch, prune_by
 
@@ -199,7 +209,10 @@ def _bi_conv2d_reverse_fwd_kernel(
         acc = mma(a, b, acc, ALLOW_TF32)
     # The exact path of bi_conv2d.py: only a non-finite operand makes a NaN (0 * inf from a tap outside z), and only
     # then is the tile summed again, exactly, by a function of its own (noinline: its registers are not the loop's).
-    if has_nan(acc):
+    exact = has_nan(acc)
+    if exact:  # as in bi_conv2d.py: the exact path only for a non-finite weight
+        exact = weight_nonfinite(w_ptr, pid_n, C_o, C_z, KH, KW, swi, swo, swh, sww, BLOCK_N)
+    if exact:
         _reverse_exact(
             pid_m, pid_n, z_ptr, zaux_ptr, w_ptr, scale_ptr, b_ptr, y_ptr, u_ptr, M, hp, wp, ph, pw, rh, rw, qh, qw,
             C_z, Hz, Wz, C_o, szn, szc, szh, szw, swo, swi, swh, sww, syn, syc, syh, syw, KH, KW, SH, SW, TH, TW, alpha,
