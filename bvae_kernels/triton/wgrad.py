@@ -43,6 +43,27 @@ EXACT_M = tl.constexpr(8)  # output channels per pass of the exact path
 
 
 @triton.jit(noinline=True)
+def _d_nonfinite(
+    d_ptr, daux_ptr, NB, C_out, Ho, Wo, sdn, sdc, sdh, sdw, pix_per_split, pd_alpha, pd_beta, pd_gamma, pid_m, split,
+    PRO_D: tl.constexpr, BLOCK_M: tl.constexpr,
+):  # fmt: skip
+    """Whether D (after its prologue) holds an inf or a NaN in this program's rows and split: only then can a padded
+    tap (X = 0) make a NaN. Called only for a tile whose sum made a NaN (a rare path, one pixel at a time)."""
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    r_mask = rows < C_out
+    hw = Ho * Wo
+    start = split * pix_per_split
+    end = tl.minimum(start + pix_per_split, NB * hw)
+    bad = tl.zeros((BLOCK_M,), dtype=tl.int32)
+    for pix in tl.range(start, end, num_stages=1):
+        rem = pix % hw
+        d_off = rows * sdc + ((pix // hw).to(tl.int64) * sdn + (rem // Wo) * sdh + (rem % Wo) * sdw)
+        d = load_operand(d_ptr, daux_ptr, d_off, r_mask, pd_alpha, pd_beta, pd_gamma, PRO_D).to(tl.float32)
+        bad = tl.maximum(bad, (d * 0.0 != 0.0).to(tl.int32))  # d * 0 is NaN exactly for an inf or a NaN
+    return tl.max(bad) > 0
+
+
+@triton.jit(noinline=True)
 def _wgrad_exact(
     x_ptr, xaux_ptr, d_ptr, daux_ptr, ws_ptr, NB, C_in, H, W, C_out, Ho, Wo, sxn, sxc, sxh, sxw, sdn, sdc, sdh, sdw,
     KH, KW, SH, SW, pad_h, pad_w, pix_per_split, px_alpha, px_beta, px_gamma, pd_alpha, pd_beta, pd_gamma, pid_m,
@@ -165,7 +186,13 @@ def _conv_wgrad_kernel(
     # X is 0 where this tap falls in the padding, and 0 * inf = NaN there if D holds an inf, where the convolution
     # has no term. Only a non-finite operand makes a NaN, and only then is the tile summed again, exactly, by a
     # function of its own (noinline and light: the main loop keeps its registers).
-    if has_nan(acc):
+    exact = has_nan(acc)
+    if exact:  # a NaN from X alone is the reference's too: the exact path only for a non-finite D
+        exact = _d_nonfinite(
+            d_ptr, daux_ptr, NB, C_out, Ho, Wo, sdn, sdc, sdh, sdw, pix_per_split, pd_alpha, pd_beta, pd_gamma, pid_m,
+            split, PRO_D, BLOCK_M,
+        )  # fmt: skip
+    if exact:
         _wgrad_exact(
             x_ptr, xaux_ptr, d_ptr, daux_ptr, ws_ptr, NB, C_in, H, W, C_out, Ho, Wo, sxn, sxc, sxh, sxw, sdn, sdc, sdh,
             sdw, KH, KW, SH, SW, pad_h, pad_w, pix_per_split, px_alpha, px_beta, px_gamma, pd_alpha, pd_beta,
