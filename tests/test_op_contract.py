@@ -83,6 +83,11 @@ def _exercise(backend: str, device: str) -> None:
         lambda: bk.bi_linear_reverse(lz, lw, lbr, log_scale=s, input_activation=chained, backend=backend),
         lambda: bk.bi_linear_reverse(lz, lw, None, activation=None, backend=backend),
     ]
+    _run_with_and_without_grad(calls)
+
+
+def _run_with_and_without_grad(calls: list) -> None:
+    """Each call forward + backward (the backward ops get captured), then once more without grad."""
     for call in calls:
         y = call()
         y.backward(torch.randn_like(y))
@@ -91,10 +96,11 @@ def _exercise(backend: str, device: str) -> None:
 
 
 @functools.cache
-def _captured(backend: str, device: str) -> dict[str, list]:
+def _captured(backend: str, device: str, edges: bool = False) -> dict[str, list]:
+    """The op calls of _exercise (or _exercise_edges), captured once per backend."""
     torch.manual_seed(0)
     with Capture() as cap:
-        _exercise(backend, device)
+        (_exercise_edges if edges else _exercise)(backend, device)
     return cap.calls
 
 
@@ -155,19 +161,7 @@ def _exercise_edges(backend: str, device: str) -> None:
         lambda: bk.bi_linear_reverse(view(torch.randn(5, 2, device=device), lambda t: t.t()), leaf(5, 6), None,
                                      log_scale=s, backend=backend),
     ]  # fmt: skip
-    for call in calls:
-        y = call()
-        y.backward(torch.randn_like(y))
-        with torch.no_grad():
-            call()
-
-
-@functools.cache
-def _captured_edges(backend: str, device: str) -> dict[str, list]:
-    torch.manual_seed(0)
-    with Capture() as cap:
-        _exercise_edges(backend, device)
-    return cap.calls
+    _run_with_and_without_grad(calls)
 
 
 @pytest.mark.parametrize(("backend", "name"), OPCHECK_PARAMS)
@@ -190,7 +184,7 @@ def test_opcheck_on_edge_inputs(backend, name: str) -> None:
     fake kernels' output strides with the real ones': catches a layout rule (fake, Triton launcher or compiled
     kernel) that picks channels_last for an input contiguous in both layouts, and fakes or kernels that mishandle an
     empty or non-contiguous input."""
-    calls = _captured_edges(backend.name, backend.device)
+    calls = _captured(backend.name, backend.device, edges=True)
     prefix = "triton_" if backend.name == "triton" else ""
     assert f"{prefix}{name}" in calls, f"{prefix}{name} was never called: {sorted(calls)}"
     utils = OPCHECK_FAST if interpreted(backend) else OPCHECK_ALL

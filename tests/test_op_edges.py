@@ -182,27 +182,32 @@ def test_float64_stays_float64_under_autocast_on_every_op_and_backend(backend, g
                 assert a.dtype == torch.float64 and rel_err(a, b) <= 1e-10, (op, i, a.dtype, rel_err(a, b))
 
 
+def _float64_raw_args(device: str) -> dict[str, tuple]:
+    """Positional float64 arguments of each bidirectional raw op (X and X_fwd take the same), G-NoVa (0.1, 1, 1)."""
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=g, dtype=torch.float64).to(device)
+
+    x, w, b, z, r, s = rand(2, 3, 5, 5), rand(4, 3, 3, 3), rand(4), rand(2, 4, 3, 3), rand(3), rand()
+    lx, lw, lz = rand(2, 5), rand(3, 5), rand(2, 3)
+    p = (0.1, 1.0, 1.0)
+    return {
+        "bi_conv2d": (x, w, b, [1, 1], [1, 1], *p),
+        "bi_conv2d_reverse": (z, w, r, s, [2, 2], [1, 1], [1, 1], *p),
+        "bi_linear": (lx, lw, rand(3), *p),
+        "bi_linear_reverse": (lz, lw, rand(5), s, *p),
+    }
+
+
 @pytest.mark.parametrize("backend", PARAMS)
 def test_raw_fwd_ops_leave_float64_alone_under_autocast(backend):
     """The public API reaches X's Autocast kernel only (autograd then calls X_fwd below autocast), but the raw ops
     torch.ops.bvae.[triton_]X_fwd are public and have Autocast kernels of their own: float64 (y, u) out of each,
     equal to the op outside autocast. Catches an X_fwd Autocast kernel that casts a float64 input."""
     prefix = "triton_" if backend.name == "triton" else ""
-    g = torch.Generator().manual_seed(0)
-
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.randn(shape, generator=g, dtype=torch.float64).to(backend.device)
-
-    x, w, b, z, r, s = rand(2, 3, 5, 5), rand(4, 3, 3, 3), rand(4), rand(2, 4, 3, 3), rand(3), rand()
-    lx, lw, lz = rand(2, 5), rand(3, 5), rand(2, 3)
-    p = (0.1, 1.0, 1.0)
-    calls = {
-        "bi_conv2d_fwd": (x, w, b, [1, 1], [1, 1], *p),
-        "bi_conv2d_reverse_fwd": (z, w, r, s, [2, 2], [1, 1], [1, 1], *p),
-        "bi_linear_fwd": (lx, lw, rand(3), *p),
-        "bi_linear_reverse_fwd": (lz, lw, rand(5), s, *p),
-    }
-    for name, args in calls.items():
+    for op_name, args in _float64_raw_args(backend.device).items():
+        name = f"{op_name}_fwd"
         op = getattr(torch.ops.bvae, prefix + name).default
         want = op(*args)
         with torch.autocast(backend.device, dtype=torch.bfloat16):
@@ -218,20 +223,7 @@ def test_autocast_kernels_of_both_devices_leave_float64_alone(backend):
     the CUDA registration too. Catches a missing Autocast registration and a cast that downcasts float64 on either
     device (on CPU tensors the CUDA kernel casts nothing else: they are not eligible for CUDA autocast)."""
     prefix = "triton_" if backend.name == "triton" else ""
-    g = torch.Generator().manual_seed(0)
-
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.randn(shape, generator=g, dtype=torch.float64).to(backend.device)
-
-    x, w, b, z, r, s = rand(2, 3, 5, 5), rand(4, 3, 3, 3), rand(4), rand(2, 4, 3, 3), rand(3), rand()
-    lx, lw, lz = rand(2, 5), rand(3, 5), rand(2, 3)
-    p = (0.1, 1.0, 1.0)
-    args = {
-        "bi_conv2d": (x, w, b, [1, 1], [1, 1], *p),
-        "bi_conv2d_reverse": (z, w, r, s, [2, 2], [1, 1], [1, 1], *p),
-        "bi_linear": (lx, lw, rand(3), *p),
-        "bi_linear_reverse": (lz, lw, rand(5), s, *p),
-    }
+    args = _float64_raw_args(backend.device)
     for name in (f"{op}{part}" for op in args for part in ("", "_fwd")):
         qualname = f"bvae::{prefix}{name}"
         for key in ("AutocastCPU", "AutocastCUDA"):
