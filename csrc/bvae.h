@@ -367,6 +367,100 @@ Tensor gnova_backward_impl(const Tensor& grad, const Tensor& u, ActParams act) {
   return du.as_strided(dense.sizes(), dense.strides());
 }
 
+// The contraction of both conv directions. ATen's convolution entry point chooses a backend on every call
+// (ConvParams, then oneDNN's primitive setup for strided or batched float convs), which on small CPU tensors
+// costs several times the arithmetic: at batch 1, a 4x4/2 conv of 16 -> 32 channels on 14x14 takes 59 us through
+// at::convolution and 35 us through ATen's im2col + GEMM convolution called directly (a forward, a reverse
+// and the gradients of both: 414 us vs 215 us). So below kDirectConvMacs multiply-adds per call the CPU kernels call that
+// convolution directly (float and double, no dilation, no groups); above it oneDNN's kernels win (batch 64:
+// 2-3x faster) and at::convolution decides as before. The crossover, measured over 128 shapes (batch 1-16,
+// 4-64 channels, 7-28 pixels, kernel 3-4, stride 1-2, one thread), lies between 0.4 and 1 M multiply-adds.
+// im2col multiplies its zero padding by the other operand: with an inf or NaN there (a weight, an incoming
+// gradient) it puts a NaN at border pixels where at::convolution's oneDNN path, which skips padded taps, has a
+// finite value. So a direct result holding a NaN (a scan, no ATen ops) is computed again through
+// at::convolution: inputs with non-finite values get exactly the results they got before.
+constexpr int64_t kDirectConvMacs = int64_t(1) << 19;
+
+// Whether a CPU tensor holds a NaN: one pass over a dense float or double tensor's memory, no ATen ops.
+inline bool has_nan(const Tensor& t) {
+  if (!t.defined() || t.numel() == 0) return false;
+  if (!t.is_non_overlapping_and_dense()) return at::isnan(t).any().item<bool>();
+  return AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "has_nan", [&] {
+    const scalar_t* p = t.const_data_ptr<scalar_t>();
+    bool nan = false;
+    for (int64_t i = 0, n = t.numel(); i < n; ++i) nan |= p[i] != p[i];
+    return nan;
+  });
+}
+
+// `pixels`: the spatial size of the conv side of the contraction (the forward's output, the reverse's input).
+inline bool direct_cpu_conv(const Tensor& input, const Tensor& weight, int64_t pixels, IntArrayRef dilation,
+                            int64_t groups) {
+  const auto dtype = input.scalar_type();
+  return input.is_cpu() && (dtype == at::kFloat || dtype == at::kDouble) && groups == 1 && dilation[0] == 1 &&
+         dilation[1] == 1 && input.size(0) >= 1 && pixels >= 1 &&
+         input.size(0) * pixels * weight.numel() <= kDirectConvMacs;
+}
+
+inline int64_t conv_side_pixels(const Tensor& input, const Tensor& weight, IntArrayRef stride, IntArrayRef padding,
+                                IntArrayRef dilation, bool transposed) {
+  if (transposed) return input.size(2) * input.size(3);
+  return conv_out(input.size(2), weight.size(2), stride[0], padding[0], dilation[0]) *
+         conv_out(input.size(3), weight.size(3), stride[1], padding[1], dilation[1]);
+}
+
+// conv2d(input, weight) or conv_transpose2d(input, weight), no bias.
+inline Tensor conv_contraction(const Tensor& input, const Tensor& weight, IntArrayRef stride, IntArrayRef padding,
+                               IntArrayRef output_padding, IntArrayRef dilation, int64_t groups, bool transposed) {
+  const int64_t pixels = conv_side_pixels(input, weight, stride, padding, dilation, transposed);
+  if (direct_cpu_conv(input, weight, pixels, dilation, groups)) {
+    // dense operands in one layout, as at::convolution hands them to this backend
+    const auto format = memory_format_of(input);
+    const auto in = input.contiguous(format), w = weight.contiguous(format);
+    const auto kernel = weight.sizes().slice(2);
+    auto out = transposed ? at::slow_conv_transpose2d(in, w, kernel, std::nullopt, stride, padding,
+                                                      output_padding, dilation)
+                          : at::_slow_conv2d_forward(in, w, kernel, std::nullopt, stride, padding);
+    if (!has_nan(out)) return out;
+  }
+  return at::convolution(input, weight, std::nullopt, stride, padding, dilation, transposed, output_padding, groups);
+}
+
+// The contraction's gradients from du, the gradient of its output: (d input, d weight), each only if asked for.
+// A transposed conv's input gradient is the conv of du, its weight gradient the conv weight gradient with du as
+// the input and the layer's input as the output gradient.
+inline std::tuple<Tensor, Tensor> conv_contraction_backward(const Tensor& du, const Tensor& input,
+                                                            const Tensor& weight, IntArrayRef stride,
+                                                            IntArrayRef padding, IntArrayRef output_padding,
+                                                            IntArrayRef dilation, int64_t groups, bool transposed,
+                                                            bool need_input, bool need_weight) {
+  const int64_t pixels = transposed ? input.size(2) * input.size(3) : du.size(2) * du.size(3);
+  if (direct_cpu_conv(input, weight, pixels, dilation, groups)) {
+    const auto format = memory_format_of(input);
+    const auto in = input.contiguous(format), w = weight.contiguous(format), d = du.contiguous(format);
+    const auto kernel = weight.sizes().slice(2);
+    Tensor dinput, dweight;
+    if (!transposed) {
+      std::tie(dinput, dweight, std::ignore) =
+          at::_slow_conv2d_backward(d, in, w, kernel, stride, padding, {need_input, need_weight, false});
+    } else {
+      if (need_input) dinput = at::_slow_conv2d_forward(d, w, kernel, std::nullopt, stride, padding);
+      if (need_weight) {
+        dweight = std::get<1>(at::_slow_conv2d_backward(in, d, w, kernel, stride, padding, {false, true, false}));
+      }
+    }
+    // a gradient holding a NaN is computed again through at::convolution_backward (see kDirectConvMacs)
+    const bool redo_input = need_input && has_nan(dinput), redo_weight = need_weight && has_nan(dweight);
+    if (!redo_input && !redo_weight) return {dinput, dweight};
+    auto res = at::convolution_backward(du, input, weight, std::nullopt, stride, padding, dilation, transposed,
+                                        output_padding, groups, {redo_input, redo_weight, false});
+    return {redo_input ? std::get<0>(res) : dinput, redo_weight ? std::get<1>(res) : dweight};
+  }
+  auto res = at::convolution_backward(du, input, weight, std::nullopt, stride, padding, dilation, transposed,
+                                      output_padding, groups, {need_input, need_weight, false});
+  return {std::get<0>(res), std::get<1>(res)};
+}
+
 // A layer's input as its contraction reads it: a_in(input) (a temporary, never saved), or input itself.
 template <BiasActFn bias_act>
 Tensor input_act(const Tensor& input, ActParams in_act) {
@@ -386,8 +480,7 @@ std::tuple<Tensor, Tensor> bi_conv2d_impl(const Tensor& x, const Tensor& weight,
                                           IntArrayRef stride, IntArrayRef padding, ActParams act, bool keep_u,
                                           ActParams in_act, IntArrayRef dilation, int64_t groups) {
   check_bi_conv2d(x, weight, bias, stride, padding, dilation, groups);
-  auto z = at::convolution(input_act<bias_act>(x, in_act), weight, std::nullopt, stride, padding, dilation, false,
-                           {0, 0}, groups);
+  auto z = conv_contraction(input_act<bias_act>(x, in_act), weight, stride, padding, {0, 0}, dilation, groups, false);
   return bias_act(z.contiguous(memory_format_of(x)), {bias, std::nullopt, act, keep_u, true});
 }
 
@@ -397,8 +490,8 @@ std::tuple<Tensor, Tensor> bi_conv2d_reverse_impl(const Tensor& z, const Tensor&
                                                   IntArrayRef output_padding, ActParams act, bool keep_u,
                                                   ActParams in_act, IntArrayRef dilation, int64_t groups) {
   check_bi_conv2d_reverse(z, weight, bias, log_scale, stride, padding, output_padding, dilation, groups);
-  auto pre = at::convolution(input_act<bias_act>(z, in_act), weight, std::nullopt, stride, padding, dilation, true,
-                             output_padding, groups);
+  auto pre = conv_contraction(input_act<bias_act>(z, in_act), weight, stride, padding, output_padding, dilation,
+                              groups, true);
   return bias_act(pre.contiguous(memory_format_of(z)), {bias, log_scale, act, keep_u, true});
 }
 
@@ -420,11 +513,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> conv_backward_impl(const Tensor& grad
   const bool need_eff = mask[1] || scale_grad;  // the contraction's input itself (not only its shape) is read
   const Tensor eff = need_eff ? input_act<bias_act>(input, in_act) : input;
   if (need_input || mask[1]) {
-    auto res = at::convolution_backward(du, eff, weight, std::nullopt, stride, padding, dilation, transposed,
-                                        output_padding, groups, {need_input, mask[1], false});
+    std::tie(dinput, dweight) = conv_contraction_backward(du, eff, weight, stride, padding, output_padding, dilation,
+                                                          groups, transposed, need_input, mask[1]);
     // ATen picks the gradients' memory formats; ours follow their tensors' (what the fakes promise).
-    if (need_input) dinput = std::get<0>(res).contiguous(memory_format_of(input));
-    if (mask[1]) dweight = std::get<1>(res).contiguous(memory_format_of(weight));
+    if (need_input) dinput = dinput.contiguous(memory_format_of(input));
+    if (mask[1]) dweight = dweight.contiguous(memory_format_of(weight));
   }
   if (scale_grad) dscale = log_scale_grad(dinput, eff, *log_scale);
   if (mask[0]) {
