@@ -369,12 +369,13 @@ Tensor gnova_backward_impl(const Tensor& grad, const Tensor& u, ActParams act) {
 
 // The contraction of both conv directions. ATen's convolution entry point chooses a backend on every call
 // (ConvParams, then oneDNN's primitive setup for strided or batched float convs), which on small CPU tensors
-// costs several times the arithmetic: at batch 1, a 4x4/2 conv of 16 -> 32 channels on 14x14 takes 59 us through
-// at::convolution and 35 us through ATen's im2col + GEMM convolution called directly (a forward, a reverse
-// and the gradients of both: 414 us vs 215 us). So below kDirectConvMacs multiply-adds per call the CPU kernels call that
-// convolution directly (float and double, no dilation, no groups); above it oneDNN's kernels win (batch 64:
-// 2-3x faster) and at::convolution decides as before. The crossover, measured over 128 shapes (batch 1-16,
-// 4-64 channels, 7-28 pixels, kernel 3-4, stride 1-2, one thread), lies between 0.4 and 1 M multiply-adds.
+// costs several times the arithmetic: at batch 1, a 4x4/2 conv of 16 -> 32 channels on 14x14 takes 59 us
+// through at::convolution and 35 us through ATen's im2col + GEMM convolution called directly (a forward, a
+// reverse and the gradients of both: 414 us vs 215 us). So below kDirectConvMacs multiply-adds per call the CPU
+// kernels call that convolution directly (float and double, no dilation, no groups); above it oneDNN's kernels
+// win (batch 16-64: 1.5-3.5x faster) and at::convolution decides as before. The crossover, measured over 128
+// shapes (batch 1-16, 4-64 channels, 7-28 pixels, kernel 3-4, stride 1-2; scripts/cpu_conv_crossover.py), lies
+// between 0.4 and 1 M multiply-adds with one thread and near 1.2 M with two.
 // im2col multiplies its zero padding by the other operand: with an inf or NaN there (a weight, an incoming
 // gradient) it puts a NaN at border pixels where at::convolution's oneDNN path, which skips padded taps, has a
 // finite value. So a direct result holding a NaN (a scan, no ATen ops) is computed again through
