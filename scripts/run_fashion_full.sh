@@ -14,6 +14,8 @@
 # metrics.json (the per-epoch history), $OUT/table.md, $OUT/curves-*.png, $OUT/commands.txt.
 #
 # Usage: scripts/run_fashion_full.sh   (env: EPOCHS, NLL_K, NLL_LIMIT, THREADS, BACKEND, DEVICE, ONLY=name,...,
+#        TRAIN_ARGS="..." extra `bvae train` arguments for every model, e.g. a setting chosen by
+#        scripts/fashion_gap_ablations.py, with its own OUT and RUNS,
 #        LIMIT=N for a smoke run on N images)
 set -euo pipefail
 
@@ -32,6 +34,7 @@ FID_ARGS=()
 if [[ -n "${FID_WEIGHTS:-}" ]]; then FID_ARGS=(--fid-weights "$FID_WEIGHTS"); fi
 BACKEND_ARGS=()
 if [[ -n "$BACKEND" ]]; then BACKEND_ARGS=(--backend "$BACKEND"); fi
+read -r -a TRAIN_EXTRA <<< "${TRAIN_ARGS:-}"  # the same for both forms
 
 # objective -> its extra training arguments (identical for the bvae and vae forms)
 declare -A EXTRA=(
@@ -57,7 +60,7 @@ for spec in "${MODELS[@]}"; do
   # shellcheck disable=SC2086
   train=(python -m bvae train --dataset fashion-mnist --kind "$kind" --variant "$variant" ${EXTRA[$variant]}
     --latent-dim "$LATENT" --epochs "$EPOCHS" --seed "$seed" --threads "$THREADS" --device "$DEVICE"
-    "${BACKEND_ARGS[@]}" "${LIMIT_ARGS[@]}" --curves --no-progress --out "$run")
+    "${BACKEND_ARGS[@]}" "${LIMIT_ARGS[@]}" "${TRAIN_EXTRA[@]}" --curves --no-progress --out "$run")
   if [[ ! -f "$run/metrics.json" ]]; then
     resume=()
     if [[ -f "$run/checkpoint.pt" ]]; then resume=(--resume "$run/checkpoint.pt"); fi
