@@ -435,7 +435,7 @@ inline std::tuple<Tensor, Tensor> conv_contraction_backward(const Tensor& du, co
                                                             IntArrayRef padding, IntArrayRef output_padding,
                                                             IntArrayRef dilation, int64_t groups, bool transposed,
                                                             bool need_input, bool need_weight) {
-  const int64_t pixels = transposed ? input.size(2) * input.size(3) : du.size(2) * du.size(3);
+  const int64_t pixels = conv_side_pixels(input, weight, stride, padding, dilation, transposed);
   if (direct_cpu_conv(input, weight, pixels, dilation, groups)) {
     const auto format = memory_format_of(input);
     const auto in = input.contiguous(format), w = weight.contiguous(format), d = du.contiguous(format);

@@ -41,25 +41,20 @@ def test_contraction_path_and_result(case: str, reverse: bool) -> None:
     n, c_in, c_out, size, k, stride, dtype, dilation, groups, path = CASES[case]
     g = torch.Generator().manual_seed(0)
     w = torch.randn(c_out, c_in // groups, k, k, generator=g) * 0.2
+    geometry = dict(stride=stride, padding=1, dilation=dilation, groups=groups)
     if reverse:  # z has the forward's output shape
         side = (size + 2 - dilation * (k - 1) - 1) // stride + 1
         inp = torch.randn(n, c_out, side, side, generator=g)
-        geometry = dict(stride=stride, padding=1, dilation=dilation, groups=groups)
-
-        def fused(i, wt):  # noqa: ANN001, ANN202
-            return bk.bi_conv2d_reverse(i, wt, None, activation=None, **geometry)
-
-        def reference(i, wt):  # noqa: ANN001, ANN202
-            return F.conv_transpose2d(i, wt, None, **geometry)
+        op, reference_op = bk.bi_conv2d_reverse, F.conv_transpose2d
     else:
         inp = torch.randn(n, c_in, size, size, generator=g)
-        geometry = dict(stride=stride, padding=1, dilation=dilation, groups=groups)
+        op, reference_op = bk.bi_conv2d, F.conv2d
 
-        def fused(i, wt):  # noqa: ANN001, ANN202
-            return bk.bi_conv2d(i, wt, None, activation=None, **geometry)
+    def fused(i: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
+        return op(i, wt, None, activation=None, **geometry)
 
-        def reference(i, wt):  # noqa: ANN001, ANN202
-            return F.conv2d(i, wt, None, **geometry)
+    def reference(i: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
+        return reference_op(i, wt, None, **geometry)
 
     leaves = [t.to(dtype).requires_grad_() for t in (inp, w)]
     outs: list[torch.Tensor] = []
